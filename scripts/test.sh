@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up this machine (idempotent) and runs the whole test suite: formatting,
+# lints, unit tests and the integration tests against real nsjail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --all-targets

@@ -1,0 +1,102 @@
+//! Server settings: command-line flags with `PYEXEC_*` (and `PORT`) variables
+//! behind them, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::sandbox::SandboxConfig;
+
+/// Where the jail's parts live; shared by `serve` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// The nsjail binary.
+    #[arg(
+        long = "nsjail",
+        env = "PYEXEC_NSJAIL",
+        default_value = "/opt/pyexec/bin/nsjail"
+    )]
+    pub nsjail_bin: PathBuf,
+    /// The Python interpreter run inside the jail (its venv or prefix is bound read-only).
+    #[arg(
+        long = "python",
+        env = "PYEXEC_PYTHON",
+        default_value = "/opt/pyexec/python/bin/python3"
+    )]
+    pub python_bin: PathBuf,
+    /// Folder with the base nsjail config, the seccomp policy and the in-jail harness.
+    #[arg(long, env = "PYEXEC_NSJAIL_DIR", default_value = "nsjail")]
+    pub nsjail_dir: PathBuf,
+    /// Sandboxes running at once (default: 2 × CPU count).
+    #[arg(long, env = "PYEXEC_MAX_CONCURRENT")]
+    pub max_concurrent: Option<usize>,
+    /// Runs waiting for a sandbox before new ones get 503 (default: 4 × max-concurrent).
+    #[arg(long, env = "PYEXEC_MAX_QUEUED")]
+    pub max_queued: Option<usize>,
+    /// Longest wait in the queue, in milliseconds.
+    #[arg(long, env = "PYEXEC_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub queue_timeout_ms: u64,
+}
+
+impl SandboxArgs {
+    pub fn to_config(&self) -> SandboxConfig {
+        let max_concurrent = self
+            .max_concurrent
+            .unwrap_or_else(SandboxConfig::default_concurrency)
+            .max(1);
+        SandboxConfig {
+            nsjail_bin: self.nsjail_bin.clone(),
+            python_bin: self.python_bin.clone(),
+            nsjail_dir: self.nsjail_dir.clone(),
+            max_concurrent,
+            max_queued: self.max_queued.unwrap_or(4 * max_concurrent),
+            queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 0.0.0.0:$PORT, PORT defaulting to 8080).
+    #[arg(long, env = "PYEXEC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "PORT", default_value_t = 8080, hide = true)]
+    pub port: u16,
+    /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
+    #[arg(long, env = "PYEXEC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Everything `Application::build` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub sandbox: SandboxConfig,
+    /// The bootstrap tenant's API key; generated at start when unset.
+    pub bootstrap_api_key: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let listen = args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.port)));
+        anyhow::ensure!(
+            args.max_body_bytes >= 1024,
+            "--max-body-bytes must be at least 1024"
+        );
+        Ok(Self {
+            listen,
+            max_body_bytes: args.max_body_bytes,
+            sandbox: args.sandbox.to_config(),
+            bootstrap_api_key: std::env::var("PYEXEC_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        })
+    }
+}

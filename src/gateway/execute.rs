@@ -1,0 +1,289 @@
+//! `POST /execute`: validate, authenticate, run, answer.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Map, Value};
+
+use super::auth::authenticate;
+use super::error::{ApiError, ScriptFailure};
+use super::AppState;
+use crate::sandbox::{Job, Outcome, RunReport, SandboxError};
+use crate::tenants::Tenant;
+
+/// A validated `/execute` request.
+#[derive(Debug)]
+pub struct ExecuteRequest {
+    pub script: String,
+    pub args: Map<String, Value>,
+    pub timeout_ms: Option<u64>,
+    pub cache: Option<bool>,
+}
+
+const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache"];
+
+impl ExecuteRequest {
+    /// Parses and checks a body against the tenant's limits; every problem
+    /// gets its own message.
+    pub fn parse(body: &[u8], tenant: &Tenant) -> Result<Self, ApiError> {
+        let invalid = |m: &str| ApiError::InvalidRequest(m.to_string());
+        // serde_json stops at 128 levels of nesting, so a hostile body cannot
+        // overflow the stack.
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::InvalidRequest(format!("The body is not valid JSON: {e}.")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(invalid(
+                "The body must be a JSON object such as {\"script\": \"def main(): ...\"}.",
+            ));
+        };
+        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(ApiError::InvalidRequest(format!(
+                "Unknown field `{unknown}`; the fields are script, args, timeout_ms and cache."
+            )));
+        }
+        let script = match fields.remove("script") {
+            Some(Value::String(s)) => s,
+            Some(_) => return Err(invalid("`script` must be a string.")),
+            None => return Err(invalid("Missing required field `script`.")),
+        };
+        if script.len() > tenant.max_script_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "The script is {} bytes; the limit is {} bytes.",
+                script.len(),
+                tenant.max_script_bytes
+            )));
+        }
+        if script.contains('\0') {
+            return Err(invalid("`script` must not contain NUL characters."));
+        }
+        if script.trim().is_empty() {
+            return Err(invalid("`script` is empty."));
+        }
+        let args = match fields.remove("args") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(args)) => args,
+            Some(_) => {
+                return Err(invalid(
+                    "`args` must be a JSON object; it is passed as main(**args).",
+                ))
+            }
+        };
+        if let Some(bad) = args.keys().find(|k| !is_identifier(k)) {
+            return Err(ApiError::InvalidRequest(format!(
+                "`args` key `{bad}` is not a Python identifier."
+            )));
+        }
+        let max_timeout_ms = tenant.limits.wall_timeout.as_millis() as u64;
+        let timeout_ms = match fields.remove("timeout_ms") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(ms) if (1..=max_timeout_ms).contains(&ms) => Some(ms),
+                _ => {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
+                    )))
+                }
+            },
+            Some(_) => return Err(invalid("`timeout_ms` must be a number of milliseconds.")),
+        };
+        let cache = match fields.remove("cache") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(b),
+            Some(_) => return Err(invalid("`cache` must be true or false.")),
+        };
+        Ok(Self {
+            script,
+            args,
+            timeout_ms,
+            cache,
+        })
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+pub async fn execute(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let tenant = authenticate(&state.tenants, &headers)?;
+    require_json(&headers)?;
+    let body = read_body(body, &headers, state.max_body_bytes).await?;
+    let request = ExecuteRequest::parse(&body, &tenant)?;
+
+    let mut limits = tenant.limits.clone();
+    if let Some(ms) = request.timeout_ms {
+        limits.wall_timeout = Duration::from_millis(ms);
+    }
+    let job = Job {
+        script: request.script,
+        args: request.args,
+    };
+    let report = state
+        .sandbox
+        .execute(&job, &limits)
+        .await
+        .map_err(|e| match e {
+            SandboxError::Unavailable(reason) => {
+                tracing::error!(reason = %reason, "sandbox unavailable");
+                ApiError::Unavailable {
+                    detail: "The sandbox is unavailable; GET /health says why.".into(),
+                    retry_after_secs: 5,
+                }
+            }
+            SandboxError::Saturated => ApiError::Unavailable {
+                detail: "Every sandbox is busy and the queue is full; retry shortly.".into(),
+                retry_after_secs: 1,
+            },
+            SandboxError::LaunchFailed(reason) => {
+                tracing::error!(reason = %reason, "sandbox launch failed");
+                ApiError::Unavailable {
+                    detail: "The sandbox could not start this run; retry shortly.".into(),
+                    retry_after_secs: 1,
+                }
+            }
+        })?;
+    let body = success_body(report)?;
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static("BYPASS"));
+    Ok(response)
+}
+
+/// The 200 body of the API contract, or the problem a failed run becomes.
+/// `pyexec run` prints the same.
+pub fn success_body(report: RunReport) -> Result<Value, ApiError> {
+    match report.outcome {
+        Outcome::Success(result) => Ok(json!({
+            "result": result,
+            "stdout": report.stdout.text,
+            "stderr": report.stderr.text,
+            "execution_method": "nsjail",
+            "duration_ms": report.duration.as_millis() as u64,
+            "stdout_truncated": report.stdout.truncated,
+            "stderr_truncated": report.stderr.truncated,
+        })),
+        outcome => Err(ApiError::Script(Box::new(ScriptFailure {
+            outcome,
+            stdout: report.stdout,
+            stderr: report.stderr,
+        }))),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "Send the request as `Content-Type: application/json` (got `{}`).",
+            if essence.is_empty() { "none" } else { essence }
+        )))
+    }
+}
+
+/// Reads at most `limit` bytes: a declared length over it is refused before
+/// reading, and a chunked body is cut off as soon as it passes it.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "The request body is larger than the limit of {limit} bytes."
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(_) => Err(ApiError::InvalidRequest(
+            "The request body could not be read.".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<ExecuteRequest, ApiError> {
+        ExecuteRequest::parse(body.as_bytes(), &Tenant::bootstrap())
+    }
+
+    fn kind(body: &str) -> &'static str {
+        parse(body).unwrap_err().kind()
+    }
+
+    #[test]
+    fn a_plain_script_with_args_and_options_is_accepted() {
+        let r = parse(
+            r#"{"script":"def main(n): return n","args":{"n":3},"timeout_ms":500,"cache":false}"#,
+        )
+        .unwrap();
+        assert_eq!(r.args["n"], 3);
+        assert_eq!(r.timeout_ms, Some(500));
+        assert_eq!(r.cache, Some(false));
+    }
+
+    #[test]
+    fn malformed_bodies_and_fields_are_invalid_requests() {
+        for body in [
+            "not json",
+            "[1]",
+            "{}",
+            r#"{"script": 5}"#,
+            r#"{"script": "def main(): pass", "args": [1]}"#,
+            r#"{"script": "def main(): pass", "args": {"not an identifier": 1}}"#,
+            r#"{"script": "def main(): pass", "timeout_ms": "5"}"#,
+            r#"{"script": "def main(): pass", "timeout_ms": 0}"#,
+            r#"{"script": "def main(): pass", "timeout_ms": 999999999}"#,
+            r#"{"script": "def main(): pass", "cache": "yes"}"#,
+            r#"{"script": "def main(): pass", "scirpt": 1}"#,
+            r#"{"script": "def main():\u0000 pass"}"#,
+            r#"{"script": "   "}"#,
+        ] {
+            assert_eq!(kind(body), "invalid-request", "{body}");
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        let body = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert_eq!(kind(&body), "invalid-request");
+    }
+
+    #[test]
+    fn a_script_over_the_tenant_limit_is_too_large() {
+        let body = json!({"script": format!("def main(): return 1\n#{}", "x".repeat(10_240))});
+        assert_eq!(kind(&body.to_string()), "too-large");
+    }
+}

@@ -1,0 +1,63 @@
+//! Health, liveness and readiness.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// The original service's health JSON plus what the sandbox self-test found.
+/// 503 while the sandbox cannot run scripts, so a probe on it is meaningful.
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let sandbox = state.sandbox.status();
+    let ready = state.sandbox.is_ready();
+    let body = json!({
+        "status": if ready { "healthy" } else { "unhealthy" },
+        "nsjail": sandbox.nsjail,
+        "python": sandbox.python,
+        "temp_dir": "/tmp",
+        "temp_writable": sandbox.temp_writable,
+        "cgroup": sandbox.cgroup,
+        "sandbox": {
+            "self_test": sandbox.self_test,
+            "problems": sandbox.problems,
+            "max_concurrent": sandbox.max_concurrent,
+            "queue_depth": state.sandbox.queue_depth(),
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+pub async fn livez() -> impl IntoResponse {
+    Json(json!({"status": "alive"}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.draining.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        );
+    }
+    if !state.sandbox.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "self_test": state.sandbox.status().self_test})),
+        );
+    }
+    (StatusCode::OK, Json(json!({"status": "ready"})))
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

@@ -1,0 +1,513 @@
+//! One cgroup per run, v1 or v2, owned by the gateway.
+//!
+//! nsjail is placed into the run's cgroup before it executes (from the forked
+//! child, see [`CgroupAttach::attach_self_raw`]), so the jail and everything it
+//! spawns inherit it. The gateway sets the limits, reads the OOM-kill count, CPU
+//! time and peak memory after the run, kills whatever is left and removes it.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::limits::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl CgroupVersion {
+    pub fn label(self) -> &'static str {
+        match self {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Layout {
+    /// One directory per controller hierarchy.
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpuacct: PathBuf,
+    },
+    V2 {
+        base: PathBuf,
+    },
+}
+
+/// The gateway's own parent group(s) under which each run gets a leaf.
+#[derive(Debug)]
+pub struct Cgroups {
+    layout: Layout,
+    next_run: AtomicU64,
+}
+
+/// What the kernel counted for one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunUsage {
+    pub oom_kills: u64,
+    pub cpu_time: Duration,
+    pub peak_memory_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct RunCgroup {
+    dirs: Vec<PathBuf>,
+    attach: CgroupAttach,
+    version: CgroupVersion,
+}
+
+/// The `cgroup.procs` files of a run, ready for a forked child to write to
+/// without allocating.
+#[derive(Debug, Clone)]
+pub struct CgroupAttach {
+    procs_files: Vec<CString>,
+}
+
+/// A unique name for this gateway instance's parent group: several servers
+/// (and tests) may share one host.
+fn instance_name() -> String {
+    format!(
+        "pyexec-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+impl Cgroups {
+    /// Finds the cgroup hierarchy and creates this instance's parent group.
+    /// The error says what is missing and how to provide it.
+    pub fn setup() -> Result<Self, String> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let mounts = parse_cgroup_mounts(&mountinfo);
+        let v1_has = |c: &str| mounts.iter().any(|m| m.fstype == "cgroup" && m.has(c));
+        let layout = if v1_has("memory") {
+            let dir_for = |controller: &str| -> Result<PathBuf, String> {
+                let mount = mounts
+                    .iter()
+                    .find(|m| m.fstype == "cgroup" && m.has(controller))
+                    .ok_or_else(|| {
+                        format!(
+                            "cgroup v1 controller '{controller}' is not mounted; mount it at /sys/fs/cgroup/{controller}"
+                        )
+                    })?;
+                let own_path = own_v1_path(&own, controller).unwrap_or_else(|| "/".into());
+                let parent = mount.path_for(&own_path);
+                let dir = parent.join(instance_name());
+                create_group(&dir, controller)?;
+                Ok(dir)
+            };
+            Layout::V1 {
+                memory: dir_for("memory")?,
+                pids: dir_for("pids")?,
+                cpuacct: dir_for("cpuacct")?,
+            }
+        } else if let Some(mount) = mounts.iter().find(|m| m.fstype == "cgroup2") {
+            let own_path = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("/")
+                .to_string();
+            let parent = mount.path_for(&own_path);
+            enable_v2_controllers(&parent)?;
+            let base = parent.join(instance_name());
+            create_group(&base, "unified")?;
+            write(&base.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                .or_else(|_| write(&base.join("cgroup.subtree_control"), "+memory +pids"))
+                .map_err(|e| {
+                    format!(
+                        "cannot enable the memory and pids controllers in {}: {e}",
+                        base.display()
+                    )
+                })?;
+            Layout::V2 { base }
+        } else {
+            return Err("no cgroup filesystem is mounted: mount cgroup2 at /sys/fs/cgroup (or the v1 memory, pids and cpuacct controllers)".into());
+        };
+        Ok(Self {
+            layout,
+            next_run: AtomicU64::new(0),
+        })
+    }
+
+    pub fn version(&self) -> CgroupVersion {
+        match self.layout {
+            Layout::V1 { .. } => CgroupVersion::V1,
+            Layout::V2 { .. } => CgroupVersion::V2,
+        }
+    }
+
+    /// Creates the leaf group of one run with its limits set.
+    pub fn create_run(&self, limits: &Limits) -> io::Result<RunCgroup> {
+        let name = format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
+        // The supervisor (nsjail) lives in the group too: one more pid.
+        let pids = (limits.max_pids + 1).to_string();
+        let memory = limits.memory_bytes.to_string();
+        let run = match &self.layout {
+            Layout::V1 {
+                memory: mem_dir,
+                pids: pids_dir,
+                cpuacct,
+            } => {
+                let dirs = vec![
+                    mem_dir.join(&name),
+                    pids_dir.join(&name),
+                    cpuacct.join(&name),
+                ];
+                for dir in &dirs {
+                    fs::create_dir(dir)?;
+                }
+                let run = RunCgroup::new(dirs, CgroupVersion::V1);
+                write(&run.dirs[0].join("memory.limit_in_bytes"), &memory)?;
+                // Where swap accounting exists, swap must not extend the limit.
+                let _ = write(&run.dirs[0].join("memory.memsw.limit_in_bytes"), &memory);
+                let _ = write(&run.dirs[0].join("memory.swappiness"), "0");
+                write(&run.dirs[1].join("pids.max"), &pids)?;
+                run
+            }
+            Layout::V2 { base } => {
+                let dir = base.join(&name);
+                fs::create_dir(&dir)?;
+                let run = RunCgroup::new(vec![dir], CgroupVersion::V2);
+                write(&run.dirs[0].join("memory.max"), &memory)?;
+                let _ = write(&run.dirs[0].join("memory.swap.max"), "0");
+                write(&run.dirs[0].join("pids.max"), &pids)?;
+                run
+            }
+        };
+        Ok(run)
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        let dirs: Vec<&PathBuf> = match &self.layout {
+            Layout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => vec![memory, pids, cpuacct],
+            Layout::V2 { base } => vec![base],
+        };
+        for dir in dirs {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+impl RunCgroup {
+    fn new(dirs: Vec<PathBuf>, version: CgroupVersion) -> Self {
+        let procs_files = dirs
+            .iter()
+            .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
+            .collect();
+        Self {
+            dirs,
+            attach: CgroupAttach { procs_files },
+            version,
+        }
+    }
+
+    pub fn attach_handle(&self) -> CgroupAttach {
+        self.attach.clone()
+    }
+}
+
+impl CgroupAttach {
+    /// Moves the calling process into the run's group. Runs in the child
+    /// between fork and exec, so it only makes raw system calls.
+    pub fn attach_self_raw(&self) -> io::Result<()> {
+        for file in &self.procs_files {
+            // SAFETY: plain open/write/close on a NUL-terminated path; "0" means
+            // the writing process in both cgroup versions.
+            unsafe {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunCgroup {
+    pub fn usage(&self) -> RunUsage {
+        let read_u64 = |path: PathBuf| -> u64 {
+            fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        match self.version {
+            CgroupVersion::V1 => RunUsage {
+                oom_kills: keyed_value(&self.dirs[0].join("memory.oom_control"), "oom_kill"),
+                peak_memory_bytes: read_u64(self.dirs[0].join("memory.max_usage_in_bytes")),
+                cpu_time: Duration::from_nanos(read_u64(self.dirs[2].join("cpuacct.usage"))),
+            },
+            CgroupVersion::V2 => RunUsage {
+                oom_kills: keyed_value(&self.dirs[0].join("memory.events"), "oom_kill"),
+                peak_memory_bytes: read_u64(self.dirs[0].join("memory.peak")),
+                cpu_time: Duration::from_micros(keyed_value(
+                    &self.dirs[0].join("cpu.stat"),
+                    "usage_usec",
+                )),
+            },
+        }
+    }
+
+    /// Pids still in the group (nsjail and anything the jail left behind).
+    pub fn remaining_pids(&self) -> Vec<i32> {
+        let procs = match self.version {
+            CgroupVersion::V1 => self.dirs[1].join("cgroup.procs"),
+            CgroupVersion::V2 => self.dirs[0].join("cgroup.procs"),
+        };
+        fs::read_to_string(procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// SIGKILLs every process of the run, repeating until the group is empty
+    /// (a process may fork while it is being killed; pids.max bounds that).
+    pub fn kill_all(&self) {
+        if self.version == CgroupVersion::V2
+            && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        {
+            return;
+        }
+        for _ in 0..100 {
+            let pids = self.remaining_pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill(2) with a pid read from this run's own cgroup.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Kills what is left and removes the group. Removal of a dying process's
+    /// group can fail for a moment, so it is retried briefly.
+    pub fn destroy(self) {
+        self.kill_all();
+        for dir in &self.dirs {
+            for attempt in 0..200 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) if attempt < 199 => {
+                        self.kill_all();
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a run's cgroup")
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value)
+}
+
+fn keyed_value(path: &Path, key: &str) -> u64 {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+/// Removes the groups of pyexec instances that died without cleaning up (a
+/// SIGKILLed server, a test process): empty groups whose owner pid is gone.
+fn remove_stale_instances(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("pyexec-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(children) = fs::read_dir(&dir) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                let _ = fs::remove_dir(child.path());
+            }
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+fn create_group(dir: &Path, controller: &str) -> Result<(), String> {
+    if let Some(parent) = dir.parent() {
+        remove_stale_instances(parent);
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!(
+            "cannot create the cgroup {} ({controller}): {e}; run as root with a writable cgroup filesystem (in Docker: --cgroupns=private and a writable /sys/fs/cgroup)",
+            dir.display()
+        )),
+    }
+}
+
+/// cgroup v2 only lets a group without processes hand controllers to its
+/// children. In a container the gateway usually sits in the namespace's root
+/// group, so it first moves every process there into a leaf of its own.
+fn enable_v2_controllers(parent: &Path) -> Result<(), String> {
+    let control = parent.join("cgroup.subtree_control");
+    let wanted = "+memory +pids";
+    if write(&control, wanted).is_ok() {
+        let _ = write(&control, "+cpu");
+        return Ok(());
+    }
+    let leaf = parent.join("pyexec-gateway");
+    create_group(&leaf, "unified")?;
+    let procs = fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines() {
+        let _ = write(&leaf.join("cgroup.procs"), pid.trim());
+    }
+    write(&control, wanted).map_err(|e| {
+        format!(
+            "cannot enable the memory and pids controllers in {}: {e}; give the container its own cgroup namespace (docker run --cgroupns=private) or delegate a cgroup to the service",
+            parent.display()
+        )
+    })?;
+    let _ = write(&control, "+cpu");
+    Ok(())
+}
+
+#[derive(Debug)]
+struct CgroupMount {
+    fstype: String,
+    root: String,
+    mount_point: PathBuf,
+    options: Vec<String>,
+}
+
+impl CgroupMount {
+    fn has(&self, controller: &str) -> bool {
+        self.options.iter().any(|o| o == controller)
+    }
+
+    /// The directory of a group given its path as /proc/self/cgroup shows it.
+    fn path_for(&self, group: &str) -> PathBuf {
+        let relative = group
+            .strip_prefix(self.root.as_str())
+            .unwrap_or(group)
+            .trim_start_matches('/');
+        self.mount_point.join(relative)
+    }
+}
+
+fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            let fstype = *right.first()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            Some(CgroupMount {
+                fstype: fstype.to_string(),
+                root: left.get(3)?.to_string(),
+                mount_point: PathBuf::from(left.get(4)?),
+                options: right
+                    .get(2)
+                    .map(|o| o.split(',').map(str::to_string).collect())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn own_v1_path(proc_self_cgroup: &str, controller: &str) -> Option<String> {
+    proc_self_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+35 25 0:30 / /sys/fs/cgroup/memory rw,relatime shared:13 - cgroup cgroup rw,memory
+36 25 0:31 / /sys/fs/cgroup/pids rw,relatime shared:14 - cgroup cgroup rw,pids
+37 25 0:32 /docker/abc /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+38 25 0:33 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn v1_mounts_are_found_with_their_controllers() {
+        let mounts = parse_cgroup_mounts(MOUNTINFO);
+        assert_eq!(mounts.len(), 4);
+        assert!(mounts[0].has("memory"));
+        assert!(mounts[2].has("cpuacct"));
+        assert_eq!(mounts[3].fstype, "cgroup2");
+    }
+
+    #[test]
+    fn own_group_path_is_resolved_below_the_mount_root() {
+        let mounts = parse_cgroup_mounts(MOUNTINFO);
+        let own = "4:memory:/process_api/x\n3:cpu,cpuacct:/docker/abc/inner\n0::/\n";
+        let memory = own_v1_path(own, "memory").unwrap();
+        assert_eq!(
+            mounts[0].path_for(&memory),
+            Path::new("/sys/fs/cgroup/memory/process_api/x")
+        );
+        let cpu = own_v1_path(own, "cpuacct").unwrap();
+        assert_eq!(
+            mounts[2].path_for(&cpu),
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/inner")
+        );
+        assert_eq!(own_v1_path(own, "pids"), None);
+    }
+}

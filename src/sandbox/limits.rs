@@ -1,0 +1,258 @@
+//! Per-run limits and the nsjail command line built from them.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+
+/// What one run may use. Every field is enforced by the kernel or by the
+/// gateway's own reading of the run's pipes, never by trusting the script.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Wall-clock time from start to the last byte of the result.
+    pub wall_timeout: Duration,
+    /// CPU time of the jailed process (RLIMIT_CPU) and, summed over the run's
+    /// cgroup, the threshold above which a kill is reported as a timeout.
+    pub cpu_seconds: u64,
+    /// Memory of the whole run (cgroup memory controller).
+    pub memory_bytes: u64,
+    /// Processes and threads of the whole run (cgroup pids controller).
+    pub max_pids: u64,
+    /// Largest file the script may write (RLIMIT_FSIZE, whole MiB).
+    pub file_size_bytes: u64,
+    /// Size of the run's private `/tmp`.
+    pub tmpfs_bytes: u64,
+    /// Bytes kept of stdout and of stderr each; the rest is drained and flagged.
+    pub output_bytes: u64,
+    /// Largest JSON result accepted on the result channel.
+    pub result_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            wall_timeout: Duration::from_secs(30),
+            cpu_seconds: 30,
+            memory_bytes: 256 * MIB,
+            max_pids: 32,
+            file_size_bytes: 16 * MIB,
+            tmpfs_bytes: 32 * MIB,
+            output_bytes: MIB,
+            result_bytes: MIB,
+        }
+    }
+}
+
+/// Where the jail's parts are on the host.
+#[derive(Debug, Clone)]
+pub struct JailPaths {
+    pub nsjail_bin: PathBuf,
+    /// Base config (protobuf text): namespaces, uid map, read-only mounts.
+    pub base_config: PathBuf,
+    /// Optional tenant-specific config loaded after the base one.
+    pub extra_config: Option<PathBuf>,
+    pub seccomp_policy: Option<PathBuf>,
+    pub harness: PathBuf,
+    /// The Python interpreter to run, e.g. `/opt/pyexec/python/bin/python3`.
+    pub python_bin: PathBuf,
+    /// The tree that holds the interpreter's environment (a venv or a prefix),
+    /// bound read-only at the same path inside the jail.
+    pub python_root: PathBuf,
+}
+
+/// Where the harness sits inside the jail.
+pub const JAIL_HARNESS_PATH: &str = "/pyexec/harness.py";
+/// The result channel's fd number inside and outside the jail.
+pub const RESULT_FD: i32 = 3;
+/// nsjail's own log, kept apart from the script's stderr.
+pub const NSJAIL_LOG_FD: i32 = 4;
+
+/// Host variables copied into the jail. Older OpenBLAS builds crash on some
+/// processors unless told the core type; nothing else of the host's
+/// environment ever enters.
+pub const PASSTHROUGH_ENV: &[&str] = &["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
+
+/// The jail's environment, built from scratch.
+pub fn jail_environment(host_env: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/tmp"),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("LC_ALL", "C.UTF-8"),
+        // Single-threaded numeric libraries: predictable CPU use per run and
+        // safe to fork in the warm path.
+        ("OMP_NUM_THREADS", "1"),
+        ("OPENBLAS_NUM_THREADS", "1"),
+        ("MKL_NUM_THREADS", "1"),
+        ("NUMEXPR_NUM_THREADS", "1"),
+        ("MPLCONFIGDIR", "/tmp"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for name in PASSTHROUGH_ENV {
+        if let Some(value) = host_env(name) {
+            env.push((name.to_string(), value));
+        }
+    }
+    env
+}
+
+impl Limits {
+    /// nsjail's argv for one cold run of the harness. No script text, argument
+    /// or secret is ever on it: those travel on stdin.
+    pub fn nsjail_argv(&self, paths: &JailPaths, env: &[(String, String)]) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = Vec::with_capacity(48);
+        let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
+            for part in parts {
+                argv.push(part.as_ref().to_os_string());
+            }
+        };
+        push(&[&"--config", &paths.base_config]);
+        if let Some(extra) = &paths.extra_config {
+            push(&[&"--config", extra]);
+        }
+        if let Some(policy) = &paths.seccomp_policy {
+            push(&[&"--seccomp_policy", policy]);
+        }
+        // nsjail's own timer is a backstop two seconds behind the gateway's.
+        let backstop = self.wall_timeout.as_secs_f64().ceil() as u64 + 2;
+        push(&[
+            &"--log_fd",
+            &NSJAIL_LOG_FD.to_string(),
+            &"--time_limit",
+            &backstop.to_string(),
+            &"--rlimit_cpu",
+            &self.cpu_seconds.max(1).to_string(),
+            &"--rlimit_fsize",
+            &self.file_size_bytes.div_ceil(MIB).max(1).to_string(),
+            &"--pass_fd",
+            &RESULT_FD.to_string(),
+            &"--mount",
+            &format!("none:/tmp:tmpfs:size={},mode=1777", self.tmpfs_bytes),
+            &"--bindmount_ro",
+            &bind_spec(&paths.python_root, &paths.python_root),
+            &"--bindmount_ro",
+            &bind_spec(&paths.harness, Path::new(JAIL_HARNESS_PATH)),
+        ]);
+        for (key, value) in env {
+            push(&[&"--env", &format!("{key}={value}")]);
+        }
+        push(&[
+            &"--",
+            &paths.python_bin,
+            // -I: ignore PYTHON* variables and user site; -B: no .pyc writes.
+            &"-I",
+            &"-B",
+            &JAIL_HARNESS_PATH,
+        ]);
+        argv
+    }
+}
+
+fn bind_spec(src: &Path, dst: &Path) -> String {
+    format!("{}:{}", src.display(), dst.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> JailPaths {
+        JailPaths {
+            nsjail_bin: "/opt/nsjail".into(),
+            base_config: "/cfg/base.cfg".into(),
+            extra_config: None,
+            seccomp_policy: Some("/cfg/seccomp.kafel".into()),
+            harness: "/cfg/harness.py".into(),
+            python_bin: "/opt/py/bin/python3".into(),
+            python_root: "/opt/py".into(),
+        }
+    }
+
+    fn argv_strings(limits: &Limits, env: &[(String, String)]) -> Vec<String> {
+        limits
+            .nsjail_argv(&paths(), env)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    fn value_after(argv: &[String], flag: &str) -> Vec<String> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn default_limits_become_nsjail_flags() {
+        let argv = argv_strings(&Limits::default(), &[]);
+        assert_eq!(value_after(&argv, "--rlimit_cpu"), ["30"]);
+        assert_eq!(value_after(&argv, "--rlimit_fsize"), ["16"]);
+        assert_eq!(value_after(&argv, "--time_limit"), ["32"]);
+        assert_eq!(value_after(&argv, "--pass_fd"), ["3"]);
+        assert_eq!(value_after(&argv, "--log_fd"), ["4"]);
+        assert_eq!(
+            value_after(&argv, "--mount"),
+            ["none:/tmp:tmpfs:size=33554432,mode=1777"]
+        );
+        assert_eq!(
+            value_after(&argv, "--seccomp_policy"),
+            ["/cfg/seccomp.kafel"]
+        );
+    }
+
+    #[test]
+    fn custom_limits_are_rounded_up_to_what_nsjail_accepts() {
+        let limits = Limits {
+            wall_timeout: Duration::from_millis(1500),
+            cpu_seconds: 0,
+            file_size_bytes: MIB + 1,
+            tmpfs_bytes: 4 * MIB,
+            ..Limits::default()
+        };
+        let argv = argv_strings(&limits, &[]);
+        assert_eq!(value_after(&argv, "--time_limit"), ["4"]);
+        assert_eq!(value_after(&argv, "--rlimit_cpu"), ["1"]);
+        assert_eq!(value_after(&argv, "--rlimit_fsize"), ["2"]);
+        assert_eq!(
+            value_after(&argv, "--mount"),
+            ["none:/tmp:tmpfs:size=4194304,mode=1777"]
+        );
+    }
+
+    #[test]
+    fn runtime_and_harness_are_bound_read_only_and_the_command_follows_the_separator() {
+        let argv = argv_strings(&Limits::default(), &[]);
+        assert_eq!(
+            value_after(&argv, "--bindmount_ro"),
+            ["/opt/py:/opt/py", "/cfg/harness.py:/pyexec/harness.py"]
+        );
+        let separator = argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &argv[separator + 1..],
+            ["/opt/py/bin/python3", "-I", "-B", "/pyexec/harness.py"]
+        );
+        assert_eq!(argv[0..2], ["--config", "/cfg/base.cfg"]);
+    }
+
+    #[test]
+    fn environment_is_built_from_scratch_with_only_the_allowlisted_host_values() {
+        let env = jail_environment(|name| match name {
+            "OPENBLAS_CORETYPE" => Some("Haswell".into()),
+            "AWS_SECRET_ACCESS_KEY" | "PYEXEC_API_KEY" => Some("secret".into()),
+            _ => None,
+        });
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"OPENBLAS_CORETYPE"));
+        assert!(names.contains(&"HOME"));
+        assert!(!env.iter().any(|(_, v)| v == "secret"));
+        let argv = argv_strings(&Limits::default(), &env);
+        assert!(value_after(&argv, "--env").contains(&"HOME=/tmp".to_string()));
+        assert!(!argv.iter().any(|a| a.contains("secret")));
+    }
+}

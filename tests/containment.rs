@@ -1,0 +1,251 @@
+//! What a script cannot do: every case runs in the real nsjail, and after each
+//! the server still serves.
+
+mod common;
+
+use common::{server, server_config, TestServer};
+use serde_json::json;
+
+async fn still_serving() {
+    let r = server().run("def main():\n    return 'alive'").await;
+    assert_eq!(r.assert_ok(), "alive");
+}
+
+#[tokio::test]
+async fn a_busy_loop_ends_at_the_wall_timeout() {
+    let r = server()
+        .execute(
+            json!({"script": "def main():\n    while True:\n        pass", "timeout_ms": 1500}),
+        )
+        .await;
+    r.assert_problem(422, "timeout");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_bounded_by_the_pids_limit() {
+    let script = r#"
+import os
+def main():
+    children = 0
+    errors = 0
+    for _ in range(200):
+        try:
+            pid = os.fork()
+        except OSError:
+            errors += 1
+            continue
+        if pid == 0:
+            import time
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+    return {"children": children, "errors": errors}
+"#;
+    let r = server()
+        .execute(json!({"script": script, "timeout_ms": 10000}))
+        .await;
+    let result = r.assert_ok();
+    assert!(result["children"].as_u64().unwrap() < 32, "{result}");
+    assert!(result["errors"].as_u64().unwrap() > 150, "{result}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn the_network_is_unreachable_including_the_gateways_own_port() {
+    let port = server().base.rsplit(':').next().unwrap().to_string();
+    let script = format!(
+        r#"
+import socket
+def main():
+    results = {{}}
+    for name, addr in [("gateway", ("127.0.0.1", {port})), ("public", ("8.8.8.8", 53)), ("metadata", ("169.254.169.254", 80))]:
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect(addr)
+            results[name] = "connected"
+        except OSError as e:
+            results[name] = type(e).__name__
+        finally:
+            s.close()
+    try:
+        socket.getaddrinfo("example.com", 80)
+        results["dns"] = "resolved"
+    except OSError as e:
+        results["dns"] = type(e).__name__
+    import os
+    results["interfaces"] = sorted(os.listdir("/sys/class/net")) if os.path.exists("/sys/class/net") else []
+    return results
+"#
+    );
+    let r = server().run(&script).await;
+    let result = r.assert_ok();
+    for name in ["gateway", "public", "metadata", "dns"] {
+        assert_ne!(result[name], "connected", "{name}: {result}");
+        assert_ne!(result[name], "resolved", "{name}: {result}");
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn writes_outside_tmp_fail_and_inside_tmp_succeed() {
+    let script = r#"
+def main():
+    outcomes = {}
+    for path in ["/etc/hosts", "/etc/resolv.conf", "/usr/evil", "/evil", "/opt/pyexec/python/evil", "/proc/sys/kernel/hostname", "/tmp/ok"]:
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            outcomes[path] = "written"
+        except OSError as e:
+            outcomes[path] = type(e).__name__
+    return outcomes
+"#;
+    let result = server().run(script).await.assert_ok().clone();
+    assert_eq!(result["/tmp/ok"], "written");
+    for (path, outcome) in result.as_object().unwrap() {
+        if path != "/tmp/ok" {
+            assert_ne!(outcome, "written", "{path} was writable");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_environment_is_built_from_scratch() {
+    std::env::set_var("PYEXEC_TEST_SECRET_CANARY", "canary-value");
+    let script = r#"
+import os
+def main():
+    return dict(os.environ)
+"#;
+    let result = server().run(script).await.assert_ok().clone();
+    let env = result.as_object().unwrap();
+    assert_eq!(env["HOME"], "/tmp");
+    assert!(!result.to_string().contains("canary-value"));
+    assert!(!result.to_string().contains(common::API_KEY));
+    for name in env.keys() {
+        assert!(
+            !name.starts_with("PYEXEC") && !name.contains("KEY") && !name.contains("TOKEN"),
+            "{name} leaked into the jail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tmp_is_not_shared_between_two_runs() {
+    let write = "def main():\n    open('/tmp/left-behind', 'w').write('secret')\n    import os\n    return os.listdir('/tmp')";
+    assert_eq!(
+        server().run(write).await.assert_ok(),
+        &json!(["left-behind"])
+    );
+    let read = "import os\ndef main():\n    return os.listdir('/tmp')";
+    assert_eq!(server().run(read).await.assert_ok(), &json!([]));
+}
+
+#[tokio::test]
+async fn the_script_runs_unprivileged_with_no_capabilities_and_no_new_privs() {
+    let script = r#"
+def main():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    import os
+    return {k: status[k].strip() for k in ["Uid", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"]} | {"pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+"#;
+    let result = server().run(script).await.assert_ok().clone();
+    assert!(result["Uid"].as_str().unwrap().starts_with("65534"));
+    assert_eq!(result["CapEff"], "0000000000000000");
+    assert_eq!(result["CapPrm"], "0000000000000000");
+    assert_eq!(result["NoNewPrivs"], "1");
+    // Its own pid namespace: only the script itself is visible.
+    assert_eq!(result["pids"], json!([1]));
+}
+
+#[tokio::test]
+async fn host_files_and_the_gateways_folder_are_invisible() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let script = format!(
+        r#"
+import os
+def main():
+    return {{p: os.path.exists(p) for p in ["{repo}", "/root", "/home", "/var", "/etc/shadow", "/sys", "/opt/pyexec/bin/nsjail", "/pyexec/harness.py"]}}
+"#
+    );
+    let result = server().run(&script).await.assert_ok().clone();
+    for (path, exists) in result.as_object().unwrap() {
+        let expected = path == "/pyexec/harness.py";
+        assert_eq!(exists, expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn output_floods_are_truncated_and_flagged() {
+    let script = "import sys\ndef main():\n    sys.stdout.write('x' * (3 * 1024 * 1024))\n    sys.stderr.write('y' * (2 * 1024 * 1024))\n    return 'done'";
+    let r = server().run(script).await;
+    assert_eq!(r.assert_ok(), "done");
+    assert_eq!(r.body["stdout"].as_str().unwrap().len(), 1024 * 1024);
+    assert_eq!(r.body["stdout_truncated"], true);
+    assert_eq!(r.body["stderr_truncated"], true);
+}
+
+#[tokio::test]
+async fn concurrent_runs_beyond_the_slots_queue_and_all_finish() {
+    let runs = (0..10).map(|i| async move {
+        server()
+            .execute(json!({"script": "import time\ndef main(i):\n    time.sleep(0.3)\n    return i", "args": {"i": i}}))
+            .await
+    });
+    let responses = futures_util::future::join_all(runs).await;
+    for (i, r) in responses.iter().enumerate() {
+        assert_eq!(r.assert_ok(), &json!(i));
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let mut config = server_config();
+    config.sandbox.max_concurrent = 1;
+    config.sandbox.max_queued = 0;
+    let small = TestServer::start(config, true);
+    let slow = json!({"script": "import time\ndef main():\n    time.sleep(3)\n    return 1"});
+    let first = small.execute(slow.clone());
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        small.execute(slow.clone()).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.assert_ok(), 1);
+    second.assert_problem(503, "unavailable");
+    assert!(second.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn without_nsjail_nothing_runs_and_the_server_says_why() {
+    let mut config = server_config();
+    config.sandbox.nsjail_bin = "/nonexistent/nsjail".into();
+    let broken = TestServer::start(config, false);
+    let health = common::Response::read(
+        broken
+            .client
+            .get(broken.url("/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.body["nsjail"], false);
+    assert!(health.body["sandbox"]["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("nsjail is not at"));
+    let ready = broken
+        .client
+        .get(broken.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let r = broken.run("def main():\n    return 1").await;
+    r.assert_problem(503, "unavailable");
+    assert!(!r.body.to_string().contains("/nonexistent"));
+}

@@ -1,0 +1,425 @@
+//! The API contract through real HTTP and the real sandbox: the original
+//! service's examples, every status of the table, auth and validation.
+
+mod common;
+
+use common::{server, API_KEY};
+use serde_json::json;
+
+// ---- the seed README's examples, verbatim ----------------------------------
+
+#[tokio::test]
+async fn seed_basic_example_returns_its_dict() {
+    let r = server()
+        .run("def main():\n    return {\"message\": \"Hello World\", \"status\": \"success\"}")
+        .await;
+    assert_eq!(
+        r.assert_ok(),
+        &json!({"message": "Hello World", "status": "success"})
+    );
+    assert_eq!(r.body["stdout"], "");
+    assert_eq!(r.body["execution_method"], "nsjail");
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn seed_pandas_numpy_example_computes_on_random_data() {
+    let script = r#"def main():
+    import pandas as pd
+    import numpy as np
+    
+    # Create sample data
+    data = pd.DataFrame({
+        'values': np.random.randint(1, 100, 10)
+    })
+    
+    return {
+        "mean": float(data['values'].mean()),
+        "max": int(data['values'].max()),
+        "count": len(data)
+    }
+"#;
+    let r = server().run(script).await;
+    let result = r.assert_ok();
+    assert_eq!(result["count"], 10);
+    let max = result["max"].as_i64().unwrap();
+    assert!((1..100).contains(&max));
+    let mean = result["mean"].as_f64().unwrap();
+    assert!(mean >= 1.0 && mean <= max as f64);
+}
+
+#[tokio::test]
+async fn seed_os_example_sees_only_its_own_tmp() {
+    let script = r#"def main():
+    import os
+    import json
+    
+    # Limited OS operations allowed
+    current_dir = os.getcwd()
+    temp_files = os.listdir('/tmp')
+    
+    return {
+        "current_directory": current_dir,
+        "temp_file_count": len(temp_files)
+    }
+"#;
+    let r = server().run(script).await;
+    assert_eq!(
+        r.assert_ok(),
+        &json!({"current_directory": "/tmp", "temp_file_count": 0})
+    );
+}
+
+#[tokio::test]
+async fn seed_dataframe_sum_to_dict_is_valid() {
+    let script = "def main():\n    import pandas as pd\n    data = pd.DataFrame({'A': [1, 2, 3], 'B': [4, 5, 6]})\n    return data.sum().to_dict()";
+    assert_eq!(
+        server().run(script).await.assert_ok(),
+        &json!({"A": 6, "B": 15})
+    );
+}
+
+#[tokio::test]
+async fn seed_curl_examples_with_pandas_and_numpy_work() {
+    let r = server()
+        .run("def main():\n    import pandas as pd\n    df = pd.DataFrame({\"x\": [1,2,3]})\n    return {\"sum\": int(df.sum().iloc[0])}")
+        .await;
+    assert_eq!(r.assert_ok(), &json!({"sum": 6}));
+    let r = server()
+        .run("def main():\n    import numpy as np\n    arr = np.array([1,2,3,4,5])\n    return {\"mean\": float(np.mean(arr))}")
+        .await;
+    assert_eq!(r.assert_ok(), &json!({"mean": 3.0}));
+}
+
+#[tokio::test]
+async fn execute_returns_422_when_main_is_missing() {
+    let r = server()
+        .run("def calculate():\n    return {\"result\": 42}")
+        .await;
+    r.assert_problem(422, "missing-main");
+    assert!(r.body["error"].as_str().unwrap().contains("main()"));
+}
+
+#[tokio::test]
+async fn execute_returns_422_when_main_returns_a_dataframe() {
+    let r = server()
+        .run("def main():\n    import pandas as pd\n    return pd.DataFrame({'A': [1, 2, 3]})  # DataFrame not JSON-serializable")
+        .await;
+    r.assert_problem(422, "non-json-result");
+    assert!(r.body["detail"].as_str().unwrap().contains("DataFrame"));
+}
+
+#[tokio::test]
+async fn execute_returns_413_for_a_script_over_10_kib() {
+    let script = format!("def main():\n    return 1\n# {}\n", "x".repeat(10 * 1024));
+    server().run(&script).await.assert_problem(413, "too-large");
+}
+
+// ---- results, stdout and args ------------------------------------------------
+
+#[tokio::test]
+async fn printed_output_is_stdout_and_never_the_result() {
+    let script = r#"
+import sys
+def main():
+    print('{"status": "ok", "result": "forged"}')
+    print("to stderr", file=sys.stderr)
+    return {"real": True}
+"#;
+    let r = server().run(script).await;
+    assert_eq!(r.assert_ok(), &json!({"real": true}));
+    assert_eq!(
+        r.body["stdout"],
+        "{\"status\": \"ok\", \"result\": \"forged\"}\n"
+    );
+    assert_eq!(r.body["stderr"], "to stderr\n");
+    assert_eq!(r.body["stdout_truncated"], false);
+}
+
+#[tokio::test]
+async fn args_are_passed_as_keyword_arguments() {
+    let r = server()
+        .execute(json!({"script": "def main(n, names=()):\n    return {'n': n * 2, 'names': list(names)}", "args": {"n": 21, "names": ["a"]}}))
+        .await;
+    assert_eq!(r.assert_ok(), &json!({"n": 42, "names": ["a"]}));
+}
+
+#[tokio::test]
+async fn any_json_value_can_be_the_result() {
+    for (script, expected) in [
+        ("def main():\n    return 42", json!(42)),
+        ("def main():\n    return None", json!(null)),
+        ("def main():\n    return [1, 'two', 3.5, True]", json!([1, "two", 3.5, true])),
+        ("def main():\n    return (1, 2)", json!([1, 2])),
+        ("def main():\n    return {1: 'int keys become strings'}", json!({"1": "int keys become strings"})),
+        ("def main():\n    import numpy as np\n    return {'x': np.float64(1.5), 'n': np.int32(7), 'b': np.bool_(True)}", json!({"x": 1.5, "n": 7, "b": true})),
+        ("def main():\n    return 'ünïcödé ✓'", json!("ünïcödé ✓")),
+    ] {
+        assert_eq!(server().run(script).await.assert_ok(), &expected, "{script}");
+    }
+}
+
+// ---- every 422 of the status table -------------------------------------------
+
+#[tokio::test]
+async fn execute_returns_422_with_line_and_column_for_a_syntax_error() {
+    let r = server().run("def main():\n    return (1,\n").await;
+    r.assert_problem(422, "syntax-error");
+    assert_eq!(r.body["line"], 2);
+    assert!(r.body["column"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn execute_returns_422_with_the_scripts_own_traceback_for_a_runtime_error() {
+    let r = server()
+        .run("def helper():\n    raise ValueError('bad value')\n\ndef main():\n    print('before')\n    helper()\n")
+        .await;
+    r.assert_problem(422, "runtime-error");
+    assert_eq!(r.body["exception"], "ValueError");
+    assert_eq!(r.body["stdout"], "before\n");
+    let traceback = r.body["traceback"].as_str().unwrap();
+    assert!(traceback.contains("line 6, in main"), "{traceback}");
+    assert!(traceback.contains("line 2, in helper"), "{traceback}");
+    assert!(!traceback.contains("harness"), "{traceback}");
+    assert!(!traceback.contains("/opt/"), "{traceback}");
+}
+
+#[tokio::test]
+async fn execute_returns_422_for_nan_and_other_non_json_values() {
+    for script in [
+        "def main():\n    return float('nan')",
+        "def main():\n    return {'x': float('inf')}",
+        "def main():\n    return {1, 2}",
+        "def main():\n    return b'bytes'",
+        "def main():\n    import numpy as np\n    return np.array([1, 2])",
+        "def main():\n    a = []\n    a.append(a)\n    return a",
+    ] {
+        server()
+            .run(script)
+            .await
+            .assert_problem(422, "non-json-result");
+    }
+}
+
+#[tokio::test]
+async fn execute_returns_422_timeout_when_the_wall_limit_is_reached() {
+    let r = server()
+        .execute(json!({"script": "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(60)", "timeout_ms": 1000}))
+        .await;
+    r.assert_problem(422, "timeout");
+    assert_eq!(r.body["stdout"], "started\n");
+}
+
+#[tokio::test]
+async fn execute_returns_422_memory_limit_when_allocation_grows() {
+    let r = server()
+        .run("def main():\n    chunks = []\n    while True:\n        chunks.append(bytearray(10 * 1024 * 1024))")
+        .await;
+    r.assert_problem(422, "memory-limit");
+}
+
+#[tokio::test]
+async fn execute_returns_422_sandbox_killed_when_the_script_exits_without_a_result() {
+    let r = server()
+        .run("import os\ndef main():\n    os._exit(3)")
+        .await;
+    r.assert_problem(422, "sandbox-killed");
+    assert!(r.body["detail"].as_str().unwrap().contains("status 3"));
+    let r = server()
+        .run("import ctypes\ndef main():\n    return ctypes.string_at(0)")
+        .await;
+    r.assert_problem(422, "sandbox-killed");
+    assert!(r.body["detail"].as_str().unwrap().contains("SIGSEGV"));
+}
+
+// ---- 400, 401, 413, 415 ---------------------------------------------------
+
+#[tokio::test]
+async fn execute_returns_400_for_bodies_that_are_not_a_valid_request() {
+    let s = server();
+    for body in [
+        "{not json",
+        "[]",
+        r#"{"args": {}}"#,
+        r#"{"script": 1}"#,
+        r#"{"script": "def main(): pass", "args": [1]}"#,
+        r#"{"script": "def main(): pass", "timeout_ms": -5}"#,
+        r#"{"script": "def main(): pass", "timeout_ms": 3600000}"#,
+    ] {
+        let response = s
+            .client
+            .post(s.url("/execute"))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        common::Response::read(response)
+            .await
+            .assert_problem(400, "invalid-request");
+    }
+}
+
+#[tokio::test]
+async fn execute_returns_400_for_invalid_utf8() {
+    let s = server();
+    let mut body = br#"{"script": "def main(): return '"#.to_vec();
+    body.extend_from_slice(&[0xff, 0xfe]);
+    body.extend_from_slice(br#"'"}"#);
+    let response = s
+        .client
+        .post(s.url("/execute"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    common::Response::read(response)
+        .await
+        .assert_problem(400, "invalid-request");
+}
+
+#[tokio::test]
+async fn execute_returns_401_without_a_valid_bearer_token() {
+    let s = server();
+    let body = json!({"script": "def main():\n    return 1"});
+    let no_header = s
+        .client
+        .post(s.url("/execute"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let malformed = s
+        .client
+        .post(s.url("/execute"))
+        .header("authorization", format!("Basic {API_KEY}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    for response in [no_header, malformed] {
+        let r = common::Response::read(response).await;
+        r.assert_problem(401, "unauthorized");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    }
+    let wrong = s.execute_with_key(body.clone(), "pyx_wrong").await;
+    wrong.assert_problem(401, "unauthorized");
+    assert!(!wrong.body.to_string().contains(API_KEY));
+}
+
+#[tokio::test]
+async fn execute_returns_415_for_a_body_that_is_not_json() {
+    let s = server();
+    let response = s
+        .client
+        .post(s.url("/execute"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "text/plain")
+        .body(r#"{"script": "def main(): return 1"}"#)
+        .send()
+        .await
+        .unwrap();
+    common::Response::read(response)
+        .await
+        .assert_problem(415, "unsupported-media-type");
+}
+
+#[tokio::test]
+async fn a_64_mib_body_gets_413_without_being_buffered() {
+    let s = server();
+    // Declared length over the limit: refused on the headers alone.
+    let response = s
+        .client
+        .post(s.url("/execute"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 64 * 1024 * 1024])
+        .send()
+        .await;
+    if let Ok(response) = response {
+        common::Response::read(response)
+            .await
+            .assert_problem(413, "too-large");
+    }
+    // Chunked, no length: cut off once past the limit.
+    let chunks = futures_chunks(64);
+    let response = s
+        .client
+        .post(s.url("/execute"))
+        .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    if let Ok(response) = response {
+        common::Response::read(response)
+            .await
+            .assert_problem(413, "too-large");
+    }
+    // Either way the server keeps serving.
+    assert_eq!(
+        server()
+            .run("def main():\n    return 'still here'")
+            .await
+            .assert_ok(),
+        "still here"
+    );
+}
+
+fn futures_chunks(
+    mebibytes: usize,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for _ in 0..mebibytes {
+            if tx.send(Ok(vec![b' '; 1024 * 1024])).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+// ---- other endpoints -----------------------------------------------------------
+
+#[tokio::test]
+async fn health_reports_the_original_fields_and_the_self_test() {
+    let s = server();
+    let r = common::Response::read(s.client.get(s.url("/health")).send().await.unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "healthy");
+    assert_eq!(r.body["nsjail"], true);
+    assert!(r.body["python"].as_str().unwrap().starts_with("3."));
+    assert_eq!(r.body["temp_dir"], "/tmp");
+    assert_eq!(r.body["temp_writable"], true);
+    assert!(["v1", "v2"].contains(&r.body["cgroup"].as_str().unwrap()));
+    assert_eq!(r.body["sandbox"]["self_test"]["state"], "passed");
+    for path in ["/livez", "/readyz"] {
+        let r = s.client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_404_problem() {
+    let s = server();
+    let r = common::Response::read(s.client.get(s.url("/nope")).send().await.unwrap()).await;
+    r.assert_problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_echoed() {
+    let s = server();
+    let r = s
+        .client
+        .get(s.url("/livez"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+}
