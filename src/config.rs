@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sandbox::SandboxConfig;
+use crate::sandbox::{SandboxConfig, SandboxMode};
 
 /// Where the jail's parts live; shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -38,6 +38,9 @@ pub struct SandboxArgs {
     /// Longest wait in the queue, in milliseconds.
     #[arg(long, env = "PYEXEC_QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
     pub queue_timeout_ms: u64,
+    /// Force one sandbox mode for every tenant (benchmarks, tests).
+    #[arg(long, env = "PYEXEC_SANDBOX_MODE")]
+    pub sandbox_mode: Option<SandboxMode>,
 }
 
 impl SandboxArgs {
@@ -53,6 +56,7 @@ impl SandboxArgs {
             max_concurrent,
             max_queued: self.max_queued.unwrap_or(4 * max_concurrent),
             queue_timeout: Duration::from_millis(self.queue_timeout_ms),
+            forced_mode: self.sandbox_mode,
         }
     }
 }

@@ -133,9 +133,9 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some(problem) = sandbox.status().problems.first() {
         return usage_error(format!("the sandbox is unavailable: {problem}"));
     }
-    let mut limits = tenant.limits.clone();
+    let mut policy = tenant.sandbox.clone();
     if let Some(ms) = request.timeout_ms {
-        limits.wall_timeout = Duration::from_millis(ms);
+        policy.limits.wall_timeout = Duration::from_millis(ms);
     }
     let job = Job {
         script: request.script,
@@ -144,7 +144,7 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Err(reason) = sandbox.run_self_test().await {
         return usage_error(format!("the sandbox self-test failed: {reason}"));
     }
-    match sandbox.execute(&job, &limits).await {
+    match sandbox.execute(&job, &policy).await {
         Ok(report) => match success_body(report) {
             Ok(body) => {
                 println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));

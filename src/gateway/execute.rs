@@ -78,7 +78,7 @@ impl ExecuteRequest {
                 "`args` key `{bad}` is not a Python identifier."
             )));
         }
-        let max_timeout_ms = tenant.limits.wall_timeout.as_millis() as u64;
+        let max_timeout_ms = tenant.sandbox.limits.wall_timeout.as_millis() as u64;
         let timeout_ms = match fields.remove("timeout_ms") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match n.as_u64() {
@@ -121,9 +121,9 @@ pub async fn execute(
     let body = read_body(body, &headers, state.max_body_bytes).await?;
     let request = ExecuteRequest::parse(&body, &tenant)?;
 
-    let mut limits = tenant.limits.clone();
+    let mut policy = tenant.sandbox.clone();
     if let Some(ms) = request.timeout_ms {
-        limits.wall_timeout = Duration::from_millis(ms);
+        policy.limits.wall_timeout = Duration::from_millis(ms);
     }
     let job = Job {
         script: request.script,
@@ -131,7 +131,7 @@ pub async fn execute(
     };
     let report = state
         .sandbox
-        .execute(&job, &limits)
+        .execute(&job, &policy)
         .await
         .map_err(|e| match e {
             SandboxError::Unavailable(reason) => {

@@ -23,6 +23,36 @@ pub use limits::{JailPaths, Limits, KIB, MIB};
 
 use capture::{read_capped, Captured};
 
+/// How a run gets its interpreter: a fresh nsjail and Python per run
+/// (`cold`), or a fork of a pre-started jailed interpreter (`warm`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    Warm,
+    Cold,
+}
+
+impl SandboxMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            SandboxMode::Warm => "warm",
+            SandboxMode::Cold => "cold",
+        }
+    }
+}
+
+/// Everything a tenant's policy decides about its runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct SandboxPolicy {
+    pub mode: SandboxMode,
+    pub limits: Limits,
+    /// A tenant-specific nsjail config loaded after `base.cfg`.
+    pub nsjail_config: Option<PathBuf>,
+}
+
 /// Where to find the jail's parts and how many runs may share the machine.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -35,6 +65,8 @@ pub struct SandboxConfig {
     pub max_queued: usize,
     /// How long a queued run waits for a slot before it is turned away.
     pub queue_timeout: Duration,
+    /// Overrides every policy's mode (benchmarks and tests use it).
+    pub forced_mode: Option<SandboxMode>,
 }
 
 impl SandboxConfig {
@@ -117,6 +149,7 @@ pub struct RunReport {
     pub usage: RunUsage,
     /// The signal that ended the jailed process, when one did.
     pub signal: Option<i32>,
+    pub mode: SandboxMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,11 +274,14 @@ impl Sandbox {
                 script: SELF_TEST_SCRIPT.to_string(),
                 args: Default::default(),
             };
-            let limits = Limits {
-                wall_timeout: Duration::from_secs(60),
-                ..Limits::default()
+            let policy = SandboxPolicy {
+                limits: Limits {
+                    wall_timeout: Duration::from_secs(60),
+                    ..Limits::default()
+                },
+                ..SandboxPolicy::default()
             };
-            match self.run_once(&job, &limits).await {
+            match self.run_once(&job, &policy).await {
                 Ok(RunReport {
                     outcome: Outcome::Success(value),
                     ..
@@ -277,7 +313,11 @@ impl Sandbox {
     }
 
     /// Runs one job in a fresh jail, waiting in the bounded queue for a slot.
-    pub async fn execute(&self, job: &Job, limits: &Limits) -> Result<RunReport, SandboxError> {
+    pub async fn execute(
+        &self,
+        job: &Job,
+        policy: &SandboxPolicy,
+    ) -> Result<RunReport, SandboxError> {
         if !self.is_ready() {
             let status = self.status();
             let reason = match status.self_test {
@@ -291,7 +331,7 @@ impl Sandbox {
             return Err(SandboxError::Unavailable(reason));
         }
         let _permit = self.acquire_slot().await?;
-        self.run_once(job, limits).await
+        self.run_once(job, policy).await
     }
 
     /// Runs that are waiting for a slot right now.
@@ -315,7 +355,13 @@ impl Sandbox {
         }
     }
 
-    async fn run_once(&self, job: &Job, limits: &Limits) -> Result<RunReport, SandboxError> {
+    /// The mode a policy's runs get on this server.
+    pub fn effective_mode(&self, policy: &SandboxPolicy) -> SandboxMode {
+        self.config.forced_mode.unwrap_or(policy.mode)
+    }
+
+    async fn run_once(&self, job: &Job, policy: &SandboxPolicy) -> Result<RunReport, SandboxError> {
+        let limits = &policy.limits;
         let cgroups = self
             .cgroups
             .as_ref()
@@ -323,7 +369,13 @@ impl Sandbox {
         let run_cgroup = cgroups.create_run(limits).map_err(|e| {
             SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
         })?;
-        let result = self.spawn_and_collect(job, limits, &run_cgroup).await;
+        let paths = JailPaths {
+            extra_config: policy.nsjail_config.clone(),
+            ..self.paths.clone()
+        };
+        let result = self
+            .spawn_and_collect(job, limits, &paths, &run_cgroup)
+            .await;
         let usage = run_cgroup.usage();
         tokio::task::spawn_blocking(move || run_cgroup.destroy());
         let mut report = result?;
@@ -337,15 +389,16 @@ impl Sandbox {
         &self,
         job: &Job,
         limits: &Limits,
+        paths: &JailPaths,
         run_cgroup: &cgroup::RunCgroup,
     ) -> Result<RunReport, SandboxError> {
         let launch_error =
             |e: std::io::Error| SandboxError::LaunchFailed(format!("cannot start nsjail: {e}"));
         let (result_read, result_write) = pipe().map_err(launch_error)?;
         let (log_read, log_write) = pipe().map_err(launch_error)?;
-        let argv = limits.nsjail_argv(&self.paths, &self.jail_env);
+        let argv = limits.nsjail_argv(paths, &self.jail_env);
 
-        let mut command = tokio::process::Command::new(&self.paths.nsjail_bin);
+        let mut command = tokio::process::Command::new(&paths.nsjail_bin);
         command
             .args(&argv)
             .env_clear()
@@ -457,6 +510,7 @@ impl Sandbox {
             duration,
             usage: RunUsage::default(),
             signal,
+            mode: SandboxMode::Cold,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::sandbox::{Limits, KIB};
+use crate::sandbox::{SandboxPolicy, KIB};
 
 /// The name of the tenant that exists without any policy file.
 pub const BOOTSTRAP_TENANT: &str = "default";
@@ -13,7 +13,7 @@ pub const BOOTSTRAP_TENANT: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: String,
-    pub limits: Limits,
+    pub sandbox: SandboxPolicy,
     pub max_script_bytes: usize,
 }
 
@@ -21,7 +21,7 @@ impl Tenant {
     pub fn bootstrap() -> Self {
         Self {
             name: BOOTSTRAP_TENANT.into(),
-            limits: Limits::default(),
+            sandbox: SandboxPolicy::default(),
             max_script_bytes: 10 * KIB as usize,
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pyexec::config::ServerConfig;
 use pyexec::gateway::Application;
-use pyexec::sandbox::SandboxConfig;
+use pyexec::sandbox::{SandboxConfig, SandboxMode};
 use serde_json::{json, Value};
 
 pub const API_KEY: &str = "pyx_test_key_for_the_integration_suite";
@@ -27,6 +27,17 @@ pub fn sandbox_config() -> SandboxConfig {
         max_concurrent: 4,
         max_queued: 64,
         queue_timeout: Duration::from_secs(60),
+        forced_mode: forced_mode_from_env(),
+    }
+}
+
+/// `PYEXEC_SANDBOX_MODE=cold|warm` runs the whole suite in one mode; CI runs
+/// it once per mode.
+pub fn forced_mode_from_env() -> Option<SandboxMode> {
+    match std::env::var("PYEXEC_SANDBOX_MODE").ok()?.as_str() {
+        "cold" => Some(SandboxMode::Cold),
+        "warm" => Some(SandboxMode::Warm),
+        other => panic!("PYEXEC_SANDBOX_MODE must be cold or warm, not {other}"),
     }
 }
 
