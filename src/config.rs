@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::sandbox::{SandboxConfig, SandboxMode};
+use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
 
 /// Where the jail's parts live; shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -41,6 +41,9 @@ pub struct SandboxArgs {
     /// Force one sandbox mode for every tenant (benchmarks, tests).
     #[arg(long, env = "PYEXEC_SANDBOX_MODE")]
     pub sandbox_mode: Option<SandboxMode>,
+    /// Modules each warm zygote imports once, comma-separated.
+    #[arg(long, env = "PYEXEC_WARM_PRELOAD", default_value = "numpy,pandas")]
+    pub preload: String,
 }
 
 impl SandboxArgs {
@@ -57,6 +60,16 @@ impl SandboxArgs {
             max_queued: self.max_queued.unwrap_or(4 * max_concurrent),
             queue_timeout: Duration::from_millis(self.queue_timeout_ms),
             forced_mode: self.sandbox_mode,
+            warm: WarmConfig {
+                preload: self
+                    .preload
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                ..WarmConfig::default()
+            },
         }
     }
 }

@@ -28,6 +28,8 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "problems": sandbox.problems,
             "max_concurrent": sandbox.max_concurrent,
             "queue_depth": state.sandbox.queue_depth(),
+            "warm_self_test": sandbox.warm_self_test,
+            "warm_pool": sandbox.warm_pool,
         },
     });
     let status = if ready {

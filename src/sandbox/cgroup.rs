@@ -105,7 +105,7 @@ impl Cgroups {
                 let own_path = own_v1_path(&own, controller).unwrap_or_else(|| "/".into());
                 let parent = mount.path_for(&own_path);
                 let dir = parent.join(instance_name());
-                create_group(&dir, controller)?;
+                ensure_group_dir(&dir, controller)?;
                 Ok(dir)
             };
             Layout::V1 {
@@ -122,7 +122,7 @@ impl Cgroups {
             let parent = mount.path_for(&own_path);
             enable_v2_controllers(&parent)?;
             let base = parent.join(instance_name());
-            create_group(&base, "unified")?;
+            ensure_group_dir(&base, "unified")?;
             write(&base.join("cgroup.subtree_control"), "+memory +pids +cpu")
                 .or_else(|_| write(&base.join("cgroup.subtree_control"), "+memory +pids"))
                 .map_err(|e| {
@@ -148,23 +148,31 @@ impl Cgroups {
         }
     }
 
-    /// Creates the leaf group of one run with its limits set.
-    pub fn create_run(&self, limits: &Limits) -> io::Result<RunCgroup> {
+    /// Creates the leaf group of one run with its limits set. A cold run's
+    /// supervisor (nsjail) lives in the group too, so it gets one more pid:
+    /// the script sees the same limit in both modes.
+    pub fn create_run(&self, limits: &Limits, supervised: bool) -> io::Result<RunCgroup> {
         let name = format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
-        // The supervisor (nsjail) lives in the group too: one more pid.
-        let pids = (limits.max_pids + 1).to_string();
-        let memory = limits.memory_bytes.to_string();
+        let pids = limits.max_pids + u64::from(supervised);
+        self.create_group(&name, limits.memory_bytes, pids)
+    }
+
+    /// Creates a leaf group below this instance's parent with memory and pids limits.
+    pub fn create_group(
+        &self,
+        name: &str,
+        memory_bytes: u64,
+        max_pids: u64,
+    ) -> io::Result<RunCgroup> {
+        let pids = max_pids.to_string();
+        let memory = memory_bytes.to_string();
         let run = match &self.layout {
             Layout::V1 {
                 memory: mem_dir,
                 pids: pids_dir,
                 cpuacct,
             } => {
-                let dirs = vec![
-                    mem_dir.join(&name),
-                    pids_dir.join(&name),
-                    cpuacct.join(&name),
-                ];
+                let dirs = vec![mem_dir.join(name), pids_dir.join(name), cpuacct.join(name)];
                 for dir in &dirs {
                     fs::create_dir(dir)?;
                 }
@@ -177,7 +185,7 @@ impl Cgroups {
                 run
             }
             Layout::V2 { base } => {
-                let dir = base.join(&name);
+                let dir = base.join(name);
                 fs::create_dir(&dir)?;
                 let run = RunCgroup::new(vec![dir], CgroupVersion::V2);
                 write(&run.dirs[0].join("memory.max"), &memory)?;
@@ -221,6 +229,14 @@ impl RunCgroup {
 
     pub fn attach_handle(&self) -> CgroupAttach {
         self.attach.clone()
+    }
+
+    /// Moves another process (with its threads) into this group.
+    pub fn attach_pid(&self, pid: i32) -> io::Result<()> {
+        for dir in &self.dirs {
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -374,7 +390,7 @@ fn remove_stale_instances(parent: &Path) {
     }
 }
 
-fn create_group(dir: &Path, controller: &str) -> Result<(), String> {
+fn ensure_group_dir(dir: &Path, controller: &str) -> Result<(), String> {
     if let Some(parent) = dir.parent() {
         remove_stale_instances(parent);
     }
@@ -399,7 +415,7 @@ fn enable_v2_controllers(parent: &Path) -> Result<(), String> {
         return Ok(());
     }
     let leaf = parent.join("pyexec-gateway");
-    create_group(&leaf, "unified")?;
+    ensure_group_dir(&leaf, "unified")?;
     let procs = fs::read_to_string(parent.join("cgroup.procs")).unwrap_or_default();
     for pid in procs.lines() {
         let _ = write(&leaf.join("cgroup.procs"), pid.trim());

@@ -101,54 +101,92 @@ pub fn jail_environment(host_env: impl Fn(&str) -> Option<String>) -> Vec<(Strin
     env
 }
 
-impl Limits {
+/// Where the zygote sits inside the jail.
+pub const JAIL_ZYGOTE_PATH: &str = "/pyexec/zygote.py";
+
+impl JailPaths {
+    /// The parts every jail shares: configs, seccomp, the runtime and harness
+    /// binds, the result/control fd, the log fd and the environment.
+    fn common_argv(&self, env: &[(String, String)]) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = Vec::with_capacity(48);
+        argv.extend(["--config".into(), self.base_config.clone().into()]);
+        if let Some(extra) = &self.extra_config {
+            argv.extend(["--config".into(), extra.clone().into()]);
+        }
+        if let Some(policy) = &self.seccomp_policy {
+            argv.extend(["--seccomp_policy".into(), policy.clone().into()]);
+        }
+        for flag in [
+            "--log_fd",
+            &NSJAIL_LOG_FD.to_string(),
+            "--pass_fd",
+            &RESULT_FD.to_string(),
+            "--proc_path",
+            "/proc",
+            "--bindmount_ro",
+            &bind_spec(&self.python_root, &self.python_root),
+            "--bindmount_ro",
+            &bind_spec(&self.harness, Path::new(JAIL_HARNESS_PATH)),
+        ] {
+            argv.push(flag.into());
+        }
+        for (key, value) in env {
+            argv.push("--env".into());
+            argv.push(format!("{key}={value}").into());
+        }
+        argv
+    }
+
     /// nsjail's argv for one cold run of the harness. No script text, argument
     /// or secret is ever on it: those travel on stdin.
-    pub fn nsjail_argv(&self, paths: &JailPaths, env: &[(String, String)]) -> Vec<OsString> {
-        let mut argv: Vec<OsString> = Vec::with_capacity(48);
-        let mut push = |parts: &[&dyn AsRef<std::ffi::OsStr>]| {
-            for part in parts {
-                argv.push(part.as_ref().to_os_string());
-            }
-        };
-        push(&[&"--config", &paths.base_config]);
-        if let Some(extra) = &paths.extra_config {
-            push(&[&"--config", extra]);
-        }
-        if let Some(policy) = &paths.seccomp_policy {
-            push(&[&"--seccomp_policy", policy]);
-        }
+    pub fn cold_argv(&self, limits: &Limits, env: &[(String, String)]) -> Vec<OsString> {
+        let mut argv = self.common_argv(env);
         // nsjail's own timer is a backstop two seconds behind the gateway's.
-        let backstop = self.wall_timeout.as_secs_f64().ceil() as u64 + 2;
-        push(&[
-            &"--log_fd",
-            &NSJAIL_LOG_FD.to_string(),
-            &"--time_limit",
+        let backstop = limits.wall_timeout.as_secs_f64().ceil() as u64 + 2;
+        for flag in [
+            "--time_limit",
             &backstop.to_string(),
-            &"--rlimit_cpu",
-            &self.cpu_seconds.max(1).to_string(),
-            &"--rlimit_fsize",
-            &self.file_size_bytes.div_ceil(MIB).max(1).to_string(),
-            &"--pass_fd",
-            &RESULT_FD.to_string(),
-            &"--mount",
-            &format!("none:/tmp:tmpfs:size={},mode=1777", self.tmpfs_bytes),
-            &"--bindmount_ro",
-            &bind_spec(&paths.python_root, &paths.python_root),
-            &"--bindmount_ro",
-            &bind_spec(&paths.harness, Path::new(JAIL_HARNESS_PATH)),
-        ]);
-        for (key, value) in env {
-            push(&[&"--env", &format!("{key}={value}")]);
+            "--rlimit_cpu",
+            &limits.cpu_seconds.max(1).to_string(),
+            "--rlimit_fsize",
+            &limits.file_size_bytes.div_ceil(MIB).max(1).to_string(),
+            "--mount",
+            &format!("none:/tmp:tmpfs:size={},mode=1777", limits.tmpfs_bytes),
+            "--",
+        ] {
+            argv.push(flag.into());
         }
-        push(&[
-            &"--",
-            &paths.python_bin,
-            // -I: ignore PYTHON* variables and user site; -B: no .pyc writes.
-            &"-I",
-            &"-B",
-            &JAIL_HARNESS_PATH,
-        ]);
+        argv.push(self.python_bin.clone().into());
+        // -I: ignore PYTHON* variables and user site; -B: no .pyc writes.
+        argv.extend(["-I".into(), "-B".into(), JAIL_HARNESS_PATH.into()]);
+        argv
+    }
+
+    /// nsjail's argv for a warm zygote. It lives until retired, so it has no
+    /// time or CPU limit of its own; each runner sets the request's limits on
+    /// itself and lives in the request's cgroup.
+    pub fn zygote_argv(&self, env: &[(String, String)], preload: &[String]) -> Vec<OsString> {
+        let zygote = self.harness.with_file_name("zygote.py");
+        let mut argv = self.common_argv(env);
+        for flag in [
+            "--proc_rw",
+            "--time_limit",
+            "0",
+            "--rlimit_cpu",
+            "inf",
+            "--rlimit_fsize",
+            "inf",
+            "--mount",
+            "none:/tmp:tmpfs:size=1048576,mode=1777",
+            "--bindmount_ro",
+            &bind_spec(&zygote, Path::new(JAIL_ZYGOTE_PATH)),
+            "--",
+        ] {
+            argv.push(flag.into());
+        }
+        argv.push(self.python_bin.clone().into());
+        argv.extend(["-I".into(), "-B".into(), JAIL_ZYGOTE_PATH.into()]);
+        argv.extend(preload.iter().map(OsString::from));
         argv
     }
 }
@@ -174,8 +212,8 @@ mod tests {
     }
 
     fn argv_strings(limits: &Limits, env: &[(String, String)]) -> Vec<String> {
-        limits
-            .nsjail_argv(&paths(), env)
+        paths()
+            .cold_argv(limits, env)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
@@ -238,6 +276,33 @@ mod tests {
             ["/opt/py/bin/python3", "-I", "-B", "/pyexec/harness.py"]
         );
         assert_eq!(argv[0..2], ["--config", "/cfg/base.cfg"]);
+        assert_eq!(value_after(&argv, "--proc_path"), ["/proc"]);
+        assert!(!argv.contains(&"--proc_rw".to_string()));
+    }
+
+    #[test]
+    fn the_zygote_has_no_time_limit_and_a_writable_proc_for_its_runners() {
+        let argv: Vec<String> = paths()
+            .zygote_argv(&[], &["numpy".into(), "pandas".into()])
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(value_after(&argv, "--time_limit"), ["0"]);
+        assert!(argv.contains(&"--proc_rw".to_string()));
+        assert!(value_after(&argv, "--bindmount_ro")
+            .contains(&"/cfg/zygote.py:/pyexec/zygote.py".to_string()));
+        let separator = argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &argv[separator + 1..],
+            [
+                "/opt/py/bin/python3",
+                "-I",
+                "-B",
+                "/pyexec/zygote.py",
+                "numpy",
+                "pandas"
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod capture;
 pub mod cgroup;
 mod frame;
 pub mod limits;
+mod warm;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use tokio::sync::Semaphore;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
+pub use warm::{WarmConfig, WarmPoolStatus};
 
 use capture::{read_capped, Captured};
 
@@ -67,6 +69,7 @@ pub struct SandboxConfig {
     pub queue_timeout: Duration,
     /// Overrides every policy's mode (benchmarks and tests use it).
     pub forced_mode: Option<SandboxMode>,
+    pub warm: WarmConfig,
 }
 
 impl SandboxConfig {
@@ -152,6 +155,19 @@ pub struct RunReport {
     pub mode: SandboxMode,
 }
 
+/// What a run left behind, before it is named as an [`Outcome`].
+#[derive(Debug, Default)]
+struct RawRun {
+    stdout: Captured,
+    stderr: Captured,
+    result: Captured,
+    /// Exit code of the jailed process; 128 + n when signal n ended it.
+    code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    duration: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The sandbox cannot run anything (missing nsjail, failed self-test…).
@@ -184,11 +200,15 @@ pub struct SandboxStatus {
     /// What is missing, each with how to fix it.
     pub problems: Vec<String>,
     pub max_concurrent: usize,
+    /// The warm path's own self-test; a failure there sends warm runs cold.
+    pub warm_self_test: SelfTest,
+    pub warm_pool: Option<WarmPoolStatus>,
 }
 
 pub struct Sandbox {
     paths: JailPaths,
-    cgroups: Option<Cgroups>,
+    cgroups: Option<Arc<Cgroups>>,
+    warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
     slots: Semaphore,
     waiting: AtomicUsize,
@@ -217,7 +237,7 @@ impl Sandbox {
         }
         let mut problems = preflight(&config);
         let cgroups = match Cgroups::setup() {
-            Ok(c) => Some(c),
+            Ok(c) => Some(Arc::new(c)),
             Err(e) => {
                 problems.push(e);
                 None
@@ -244,10 +264,22 @@ impl Sandbox {
             self_test: SelfTest::Pending,
             problems,
             max_concurrent: config.max_concurrent,
+            warm_self_test: SelfTest::Pending,
+            warm_pool: None,
         };
+        let warm = cgroups.as_ref().map(|cgroups| {
+            warm::WarmPool::new(
+                WarmConfig {
+                    max_in_flight: config.max_concurrent,
+                    ..config.warm.clone()
+                },
+                cgroups.clone(),
+            )
+        });
         Arc::new(Self {
             paths,
             cgroups,
+            warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
             slots: Semaphore::new(config.max_concurrent.max(1)),
             waiting: AtomicUsize::new(0),
@@ -257,7 +289,9 @@ impl Sandbox {
     }
 
     pub fn status(&self) -> SandboxStatus {
-        self.status.read().unwrap().clone()
+        let mut status = self.status.read().unwrap().clone();
+        status.warm_pool = self.warm.as_ref().map(|w| w.status());
+        status
     }
 
     pub fn is_ready(&self) -> bool {
@@ -267,41 +301,33 @@ impl Sandbox {
     /// Runs a known script through the real jail and records the result;
     /// until it passes, `/readyz` is 503 and no request runs.
     pub async fn run_self_test(&self) -> Result<(), String> {
-        let result = if let Some(problem) = self.status().problems.first() {
-            Err(problem.clone())
-        } else {
-            let job = Job {
-                script: SELF_TEST_SCRIPT.to_string(),
-                args: Default::default(),
-            };
-            let policy = SandboxPolicy {
-                limits: Limits {
-                    wall_timeout: Duration::from_secs(60),
-                    ..Limits::default()
-                },
-                ..SandboxPolicy::default()
-            };
-            match self.run_once(&job, &policy).await {
-                Ok(RunReport {
-                    outcome: Outcome::Success(value),
-                    ..
-                }) => Ok(value),
-                Ok(report) => Err(format!(
-                    "the self-test script ended as {}: {:?} (stderr: {})",
-                    report.outcome.label(),
-                    report.outcome,
-                    report.stderr.text.trim()
-                )),
-                Err(e) => Err(e.to_string()),
+        let cold = match self.status().problems.first() {
+            Some(problem) => Err(problem.clone()),
+            None => self.self_test_in(SandboxMode::Cold).await,
+        };
+        // The warm path is tested only when it may be used; a failure there
+        // is loud but not fatal: warm runs then go cold, still in the jail.
+        let warm = match (&cold, self.config.forced_mode) {
+            (Ok(_), None | Some(SandboxMode::Warm)) if self.warm.is_some() => {
+                Some(self.self_test_in(SandboxMode::Warm).await)
             }
+            _ => None,
         };
         let mut status = self.status.write().unwrap();
-        match result {
+        match warm {
+            Some(Ok(_)) => status.warm_self_test = SelfTest::Passed,
+            Some(Err(reason)) => {
+                tracing::error!(reason = %reason, "warm sandbox self-test failed: warm runs will run cold");
+                status.warm_self_test = SelfTest::Failed(reason);
+            }
+            None => {}
+        }
+        match cold {
             Ok(value) => {
                 status.python = value["python"].as_str().map(str::to_string);
                 status.temp_writable = value["tmp_writable"].as_bool().unwrap_or(false);
                 status.self_test = SelfTest::Passed;
-                tracing::info!(python = ?status.python, cgroup = ?status.cgroup, "sandbox self-test passed");
+                tracing::info!(python = ?status.python, cgroup = ?status.cgroup, warm = ?status.warm_self_test, "sandbox self-test passed");
                 Ok(())
             }
             Err(reason) => {
@@ -309,6 +335,31 @@ impl Sandbox {
                 status.self_test = SelfTest::Failed(reason.clone());
                 Err(reason)
             }
+        }
+    }
+
+    async fn self_test_in(&self, mode: SandboxMode) -> Result<Value, String> {
+        let job = Job {
+            script: SELF_TEST_SCRIPT.to_string(),
+            args: Default::default(),
+        };
+        let limits = Limits {
+            wall_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        match self.run_in_mode(&job, &limits, None, mode).await {
+            Ok(RunReport {
+                outcome: Outcome::Success(value),
+                ..
+            }) => Ok(value),
+            Ok(report) => Err(format!(
+                "the {} self-test script ended as {}: {:?} (stderr: {})",
+                mode.label(),
+                report.outcome.label(),
+                report.outcome,
+                report.stderr.text.trim()
+            )),
+            Err(e) => Err(format!("{} self-test: {e}", mode.label())),
         }
     }
 
@@ -355,48 +406,87 @@ impl Sandbox {
         }
     }
 
-    /// The mode a policy's runs get on this server.
+    /// The mode a policy's runs get on this server: the forced one if any,
+    /// and never a warm path whose self-test failed.
     pub fn effective_mode(&self, policy: &SandboxPolicy) -> SandboxMode {
-        self.config.forced_mode.unwrap_or(policy.mode)
+        let wanted = self.config.forced_mode.unwrap_or(policy.mode);
+        let warm_usable = self.warm.is_some()
+            && !matches!(
+                self.status.read().unwrap().warm_self_test,
+                SelfTest::Failed(_)
+            );
+        if wanted == SandboxMode::Warm && warm_usable {
+            SandboxMode::Warm
+        } else {
+            SandboxMode::Cold
+        }
     }
 
     async fn run_once(&self, job: &Job, policy: &SandboxPolicy) -> Result<RunReport, SandboxError> {
-        let limits = &policy.limits;
+        let mode = self.effective_mode(policy);
+        self.run_in_mode(job, &policy.limits, policy.nsjail_config.clone(), mode)
+            .await
+    }
+
+    async fn run_in_mode(
+        &self,
+        job: &Job,
+        limits: &Limits,
+        nsjail_config: Option<PathBuf>,
+        mode: SandboxMode,
+    ) -> Result<RunReport, SandboxError> {
         let cgroups = self
             .cgroups
             .as_ref()
             .ok_or_else(|| SandboxError::Unavailable("cgroups are not available".into()))?;
-        let run_cgroup = cgroups.create_run(limits).map_err(|e| {
+        let warm = self.warm.as_ref().filter(|_| mode == SandboxMode::Warm);
+        let run_cgroup = cgroups.create_run(limits, warm.is_none()).map_err(|e| {
             SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
         })?;
         let paths = JailPaths {
-            extra_config: policy.nsjail_config.clone(),
+            extra_config: nsjail_config,
             ..self.paths.clone()
         };
-        let result = self
-            .spawn_and_collect(job, limits, &paths, &run_cgroup)
-            .await;
+        let raw = match warm {
+            Some(warm) => {
+                warm.run(job, limits, &paths, &self.jail_env, &run_cgroup)
+                    .await
+            }
+            None => self.run_cold(job, limits, &paths, &run_cgroup).await,
+        };
         let usage = run_cgroup.usage();
         tokio::task::spawn_blocking(move || run_cgroup.destroy());
-        let mut report = result?;
-        report.usage = usage;
-        let outcome = std::mem::replace(&mut report.outcome, Outcome::Success(Value::Null));
+        let raw = raw?;
+        let outcome = conclude(&raw, limits);
+        let mut report = RunReport {
+            outcome: Outcome::Success(Value::Null),
+            stdout: raw.stdout.into(),
+            stderr: raw.stderr.into(),
+            duration: raw.duration,
+            usage,
+            signal: raw.signal,
+            mode: if warm.is_some() {
+                SandboxMode::Warm
+            } else {
+                SandboxMode::Cold
+            },
+        };
         report.outcome = classify(outcome, &report, limits);
         Ok(report)
     }
 
-    async fn spawn_and_collect(
+    async fn run_cold(
         &self,
         job: &Job,
         limits: &Limits,
         paths: &JailPaths,
         run_cgroup: &cgroup::RunCgroup,
-    ) -> Result<RunReport, SandboxError> {
+    ) -> Result<RawRun, SandboxError> {
         let launch_error =
             |e: std::io::Error| SandboxError::LaunchFailed(format!("cannot start nsjail: {e}"));
         let (result_read, result_write) = pipe().map_err(launch_error)?;
         let (log_read, log_write) = pipe().map_err(launch_error)?;
-        let argv = limits.nsjail_argv(paths, &self.jail_env);
+        let argv = paths.cold_argv(limits, &self.jail_env);
 
         let mut command = tokio::process::Command::new(&paths.nsjail_bin);
         command
@@ -453,18 +543,26 @@ impl Sandbox {
         feeder.abort();
         let status = status.map_err(launch_error)?;
         let joined = |r: Result<Captured, tokio::task::JoinError>| r.unwrap_or_default();
-        let stdout = joined(stdout.await);
-        let stderr = joined(stderr.await);
-        let result = joined(result.await);
+        let raw = RawRun {
+            stdout: joined(stdout.await),
+            stderr: joined(stderr.await),
+            result: joined(result.await),
+            code: status.code(),
+            signal: {
+                use std::os::unix::process::ExitStatusExt;
+                status.signal().or_else(|| {
+                    status
+                        .code()
+                        .filter(|c| *c > 128 && *c < 160)
+                        .map(|c| c - 128)
+                })
+            },
+            timed_out,
+            duration,
+        };
         let nsjail_log = joined(nsjail_log.await);
-
-        use std::os::unix::process::ExitStatusExt;
-        let code = status.code();
-        let signal = status
-            .signal()
-            .or_else(|| code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128));
         let log_text = String::from_utf8_lossy(&nsjail_log.bytes);
-        if result.bytes.is_empty() && !timed_out && launch_failed(&log_text) {
+        if raw.result.bytes.is_empty() && !timed_out && launch_failed(&log_text) {
             let reason = log_text
                 .lines()
                 .find(|l| l.starts_with("[E]") || l.starts_with("[F]"))
@@ -476,43 +574,40 @@ impl Sandbox {
                 strip_log_prefix(&reason)
             )));
         }
-        let outcome = if timed_out {
-            Outcome::Timeout {
-                detail: format!(
-                    "the script ran longer than its wall-clock limit of {} ms",
-                    limits.wall_timeout.as_millis()
-                ),
-            }
-        } else if result.truncated {
-            Outcome::NonJsonResult(format!(
-                "main() returned more than {} bytes of JSON, the result limit",
-                limits.result_bytes
-            ))
-        } else {
-            frame::parse(&result.bytes).unwrap_or_else(|| Outcome::Killed {
-                detail: match (signal, code) {
-                    (Some(sig), _) => format!(
-                        "the script was killed by signal {} ({}) before it returned a result",
-                        sig,
-                        signal_name(sig)
-                    ),
-                    (None, Some(c)) => {
-                        format!("the script exited with status {c} before it returned a result")
-                    }
-                    (None, None) => "the script ended without a result".into(),
-                },
-            })
-        };
-        Ok(RunReport {
-            outcome,
-            stdout: stdout.into(),
-            stderr: stderr.into(),
-            duration,
-            usage: RunUsage::default(),
-            signal,
-            mode: SandboxMode::Cold,
-        })
+        Ok(raw)
     }
+}
+
+/// Names how a run ended from what it left: its result frame first, then the
+/// gateway's timer, then how the process died.
+fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
+    if raw.timed_out {
+        return Outcome::Timeout {
+            detail: format!(
+                "the script ran longer than its wall-clock limit of {} ms",
+                limits.wall_timeout.as_millis()
+            ),
+        };
+    }
+    if raw.result.truncated {
+        return Outcome::NonJsonResult(format!(
+            "main() returned more than {} bytes of JSON, the result limit",
+            limits.result_bytes
+        ));
+    }
+    frame::parse(&raw.result.bytes).unwrap_or_else(|| Outcome::Killed {
+        detail: match (raw.signal, raw.code) {
+            (Some(sig), _) => format!(
+                "the script was killed by signal {} ({}) before it returned a result",
+                sig,
+                signal_name(sig)
+            ),
+            (None, Some(c)) => {
+                format!("the script exited with status {c} before it returned a result")
+            }
+            (None, None) => "the script ended without a result".into(),
+        },
+    })
 }
 
 /// A kill is named for the limit the kernel says was reached.

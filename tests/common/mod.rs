@@ -28,6 +28,7 @@ pub fn sandbox_config() -> SandboxConfig {
         max_queued: 64,
         queue_timeout: Duration::from_secs(60),
         forced_mode: forced_mode_from_env(),
+        warm: Default::default(),
     }
 }
 
@@ -35,6 +36,7 @@ pub fn sandbox_config() -> SandboxConfig {
 /// it once per mode.
 pub fn forced_mode_from_env() -> Option<SandboxMode> {
     match std::env::var("PYEXEC_SANDBOX_MODE").ok()?.as_str() {
+        "" => None,
         "cold" => Some(SandboxMode::Cold),
         "warm" => Some(SandboxMode::Warm),
         other => panic!("PYEXEC_SANDBOX_MODE must be cold or warm, not {other}"),

@@ -1,0 +1,353 @@
+"""Warm-path zygote: a jailed interpreter with the heavy modules imported that
+hands each request to a fresh, never-reused process.
+
+It runs inside the same nsjail jail as a cold run (mounts, uid, seccomp), as
+pid 1 of the jail. For every request there is one "runner" process G, made
+ahead of time so the fork is off the critical path:
+
+    zygote ──fork──▶ C ── unshare(user, mount, pid, ipc, uts) ──fork──▶ G (pid 1 of its own pid ns)
+
+C only waits for G and exits with G's status (128 + signal when killed, like
+nsjail). G waits on a socketpair for its request: the gateway's pipes for
+stdin/stdout/stderr/result and the run's limits. Then G mounts its own /proc
+and a private tmpfs /tmp, applies the CPU and file-size rlimits, drops every
+capability of its user namespace, installs a seccomp filter that forbids
+further namespace and mount calls, reseeds the random generators and runs the
+harness, which reads the script from stdin. The gateway moves G into the run's
+own cgroup (memory, pids, CPU) before it writes that script, so no code of the
+request ever runs outside its limits, and kills the cgroup on timeout.
+
+Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
+  gateway → zygote  {"op": "run", "id", "cpu_seconds", "file_size_bytes", "tmpfs_bytes"}
+                    with SCM_RIGHTS [stdin_r, stdout_w, stderr_w, result_w]
+  zygote → gateway  {"op": "ready", "python"}                once, after the preload
+                    {"op": "started", "id", "pid"}          G's pid in the zygote's pid ns
+                    {"op": "exit", "id", "code"}            G's exit code, or 128 + signal
+                    {"op": "failed", "id", "error"}         the request could not start
+"""
+
+import ctypes
+import gc
+import json
+import os
+import platform
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+
+CONTROL_FD = 3
+READY_RUNNERS = 2
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWCGROUP = 0x02000000
+NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP
+
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+JAIL_UID = 65534
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fail(what):
+    errno = ctypes.get_errno()
+    raise OSError(errno, "%s: %s" % (what, os.strerror(errno)))
+
+
+# ---- the runner's lockdown -------------------------------------------------------
+
+# x86_64 system call numbers the runner forbids once it is set up: new
+# namespaces and mounts would give a script a fresh set of capabilities to
+# probe the kernel with.
+AUDIT_ARCH_X86_64 = 0xC000003E
+FORBIDDEN_AFTER_SETUP = {
+    "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
+    "unshare": 272, "setns": 308, "open_tree": 428, "move_mount": 429,
+    "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
+}
+SYS_CLONE = 56
+SYS_CLONE3 = 435
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+EPERM = 1
+ENOSYS = 38
+
+
+def _bpf(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k)
+
+
+def seccomp_program():
+    ld_w_abs, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    deny = SECCOMP_RET_ERRNO | EPERM
+    numbers = sorted(FORBIDDEN_AFTER_SETUP.values())
+    # Layout: arch check, load nr, one jeq per forbidden call, clone3, clone
+    # (with its flags), allow; then the shared return instructions.
+    insns = [_bpf(ld_w_abs, 0, 0, 4)]
+    insns.append(_bpf(jeq, 1, 0, AUDIT_ARCH_X86_64))
+    insns.append(_bpf(ret, 0, 0, SECCOMP_RET_KILL_PROCESS))
+    insns.append(_bpf(ld_w_abs, 0, 0, 0))
+    tail = len(numbers) + 6  # instructions between here and the deny return
+    for i, nr in enumerate(numbers):
+        insns.append(_bpf(jeq, tail - i - 1, 0, nr))
+    insns.append(_bpf(jeq, 4, 0, SYS_CLONE3))          # → ENOSYS: libc falls back to clone
+    insns.append(_bpf(jeq, 0, 2, SYS_CLONE))
+    insns.append(_bpf(ld_w_abs, 0, 0, 16))              # clone's flags (low word)
+    insns.append(_bpf(jset, 2, 0, NAMESPACE_FLAGS))     # → deny
+    insns.append(_bpf(ret, 0, 0, SECCOMP_RET_ALLOW))
+    insns.append(_bpf(ret, 0, 0, SECCOMP_RET_ERRNO | ENOSYS))
+    insns.append(_bpf(ret, 0, 0, deny))
+    return b"".join(insns)
+
+
+def lock_down():
+    """Drops every capability of the runner's user namespace and forbids new
+    namespaces and mounts. no_new_privs is already set by nsjail."""
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: past the last cap
+            fail("PR_CAPBSET_DROP")
+    header = struct.pack("II", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = bytes(24)  # two empty (effective, permitted, inheritable) sets
+    if libc.syscall(126, header, data) != 0:  # capset
+        fail("capset")
+    program = seccomp_program()
+    buffer = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buffer))
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0) != 0:
+        fail("seccomp")
+
+
+# ---- the runner (G) --------------------------------------------------------------
+
+def runner(channel):
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    own_pid = next(
+        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("NSpid:")
+    )
+    channel.send(json.dumps({"pid": own_pid}).encode())
+    message, fds, _, _ = socket.recv_fds(channel, 4096, 4)
+    if not message or len(fds) != 4:
+        os._exit(0)  # the zygote is gone or retired this runner
+    request = json.loads(message)
+    channel.close()
+
+    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        fail("mount /proc")
+    tmpfs = ("size=%d,mode=1777" % int(request["tmpfs_bytes"])).encode()
+    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, tmpfs) != 0:
+        fail("mount /tmp")
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
+    cpu = max(1, int(request["cpu_seconds"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    fsize = int(request["file_size_bytes"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    lock_down()
+    os.chdir("/tmp")
+    reseed_random_generators()
+
+    import harness
+    harness.run()
+    os._exit(0)
+
+
+def reseed_random_generators():
+    # Every runner is a copy of the zygote: without this, every request would
+    # draw the same "random" numbers.
+    import random
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+# ---- the intermediate (C) --------------------------------------------------------
+
+def intermediate(channel):
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) != 0:
+        fail("unshare")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write("%d %d 1" % (JAIL_UID, JAIL_UID))
+    with open("/proc/self/gid_map", "w") as f:
+        f.write("%d %d 1" % (JAIL_UID, JAIL_UID))
+    pid = os.fork()
+    if pid == 0:
+        try:
+            runner(channel)
+        except BaseException as exc:  # noqa: B036 - the runner must never return into the zygote loop
+            try:
+                os.write(2, ("pyexec runner failed: %r\n" % (exc,)).encode())
+            finally:
+                os._exit(70)
+        os._exit(0)
+    channel.close()
+    # G is pid 1 of its namespace: when it exits, everything it started dies.
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status))
+
+
+# ---- the zygote ------------------------------------------------------------------
+
+class Zygote:
+    def __init__(self, control):
+        self.control = control
+        self.selector = selectors.DefaultSelector()
+        self.starting = {}   # channel fd → (intermediate pid, channel)
+        self.ready = []      # (intermediate pid, runner pid, channel)
+        self.running = {}    # intermediate pid → request id
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.wake_r = wake_r
+        self.selector.register(control, selectors.EVENT_READ, "control")
+        self.selector.register(wake_r, selectors.EVENT_READ, "child")
+
+    def send(self, message):
+        self.control.send(json.dumps(message).encode())
+
+    def spawn_runner(self):
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                # Nothing of the zygote may reach a request: not the control
+                # channel, not other runners' channels, not its epoll set.
+                keep = child_end.fileno()
+                os.closerange(3, keep)
+                os.closerange(keep + 1, 65536)
+                intermediate(child_end)
+            except BaseException as exc:  # noqa: B036
+                try:
+                    os.write(2, ("pyexec intermediate failed: %r\n" % (exc,)).encode())
+                finally:
+                    os._exit(71)
+            os._exit(0)
+        child_end.close()
+        self.starting[parent_end.fileno()] = (pid, parent_end)
+        self.selector.register(parent_end, selectors.EVENT_READ, "runner")
+
+    def runner_ready(self, fd):
+        if fd not in self.starting:
+            return  # already taken while handling an earlier event of the same select
+        pid, channel = self.starting.pop(fd)
+        self.selector.unregister(channel)
+        message = channel.recv(4096)
+        if not message:
+            channel.close()  # it died while setting up; reaping reports it
+            return
+        self.ready.append((pid, json.loads(message)["pid"], channel))
+
+    def refill(self):
+        while len(self.ready) + len(self.starting) < READY_RUNNERS:
+            self.spawn_runner()
+
+    def take_runner(self):
+        while not self.ready:
+            if not self.starting:
+                self.spawn_runner()
+            for key, _ in self.selector.select(timeout=5):
+                if key.data == "runner":
+                    self.runner_ready(key.fd)
+                elif key.data == "child":
+                    self.reap()
+        return self.ready.pop(0)
+
+    def handle_request(self):
+        try:
+            message, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
+        except ConnectionResetError:
+            message, fds = b"", []
+        if not message:
+            raise SystemExit(0)  # the gateway closed the channel: retire
+        request = json.loads(message)
+        try:
+            intermediate_pid, runner_pid, channel = self.take_runner()
+            socket.send_fds(channel, [message], fds)
+            channel.close()
+            self.running[intermediate_pid] = request["id"]
+            self.send({"op": "started", "id": request["id"], "pid": runner_pid})
+        except Exception as exc:
+            self.send({"op": "failed", "id": request["id"], "error": repr(exc)})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def reap(self):
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            request_id = self.running.pop(pid, None)
+            if request_id is not None:
+                self.send({"op": "exit", "id": request_id, "code": code})
+            else:
+                self.ready = [r for r in self.ready if r[0] != pid]
+
+    def serve(self):
+        os.set_blocking(self.wake_r, False)
+        self.send({"op": "ready", "python": platform.python_version()})
+        while True:
+            self.refill()
+            for key, _ in self.selector.select():
+                if key.data == "control":
+                    self.handle_request()
+                elif key.data == "runner":
+                    self.runner_ready(key.fd)
+                elif key.data == "child":
+                    self.reap()
+
+
+def main():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for module in sys.argv[1:]:
+        __import__(module)
+    import harness  # noqa: F401 - bound once here, so every runner gets it for free
+    gc.collect()
+    # Objects that exist now are never scanned by a runner's collector, so
+    # copy-on-write keeps them shared with the zygote.
+    gc.freeze()
+    control = socket.socket(fileno=CONTROL_FD)
+    Zygote(control).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,505 @@
+//! The warm path: per sandbox configuration, one jailed zygote with the heavy
+//! modules imported hands every request to a fresh runner process (see
+//! `nsjail/zygote.py` for the process tree and the control protocol).
+//!
+//! The gateway keeps the kernel-enforced parts: it creates the run's cgroup,
+//! moves the runner into it before writing the script, kills the cgroup on
+//! timeout and reads its usage, exactly as for a cold run.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{self, ControlMessage, MsgFlags};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::capture::read_capped;
+use super::cgroup::{Cgroups, RunCgroup};
+use super::limits::{JailPaths, Limits, MIB};
+use super::{pipe, pipe_reader, place_fd, Job, RawRun, SandboxError};
+
+/// When a zygote is replaced by a fresh one: every runner shares the zygote's
+/// address-space layout, so it is not kept forever.
+#[derive(Debug, Clone)]
+pub struct WarmConfig {
+    /// Modules imported once by each zygote.
+    pub preload: Vec<String>,
+    pub recycle_after_runs: u64,
+    pub recycle_after: Duration,
+    /// How many runners can be in flight on one zygote (sizes its pids limit).
+    pub max_in_flight: usize,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        Self {
+            preload: vec!["numpy".into(), "pandas".into()],
+            recycle_after_runs: 2000,
+            recycle_after: Duration::from_secs(600),
+            max_in_flight: 8,
+        }
+    }
+}
+
+/// What `/health` shows of the warm pool.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WarmPoolStatus {
+    pub zygotes: usize,
+    /// Host pids of the zygotes' nsjail supervisors.
+    pub zygote_pids: Vec<u32>,
+    pub zygotes_started: u64,
+    pub zygote_failures: u64,
+    pub runs: u64,
+}
+
+/// Zygotes by sandbox configuration (the tenant-specific nsjail config).
+pub struct WarmPool {
+    config: WarmConfig,
+    cgroups: Arc<Cgroups>,
+    zygotes: tokio::sync::Mutex<HashMap<Option<PathBuf>, Arc<Zygote>>>,
+    generation: AtomicU64,
+    failures: AtomicU64,
+    runs: AtomicU64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Reply {
+    Ready { python: String },
+    Started { id: u64, pid: i32 },
+    Failed { id: u64, error: String },
+    Exit { id: u64, code: i32 },
+}
+
+#[derive(Default)]
+struct PendingRun {
+    started: Option<oneshot::Sender<Result<i32, String>>>,
+    exit: Option<oneshot::Sender<i32>>,
+}
+
+struct Zygote {
+    generation: u64,
+    control: AsyncFd<OwnedFd>,
+    pending: Mutex<HashMap<u64, PendingRun>>,
+    next_id: AtomicU64,
+    alive: AtomicBool,
+    runs: AtomicU64,
+    started_at: Instant,
+    nsjail_pid: Option<u32>,
+    cgroup: Mutex<Option<RunCgroup>>,
+    _nsjail: Mutex<Option<tokio::process::Child>>,
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // Only reached when no run holds it any more: killing the group ends
+        // the zygote and its idle runners.
+        if let Some(cgroup) = self.cgroup.lock().unwrap().take() {
+            std::thread::spawn(move || cgroup.destroy());
+        }
+        tracing::info!(
+            generation = self.generation,
+            runs = self.runs.load(Ordering::Relaxed),
+            "warm zygote retired"
+        );
+    }
+}
+
+impl WarmPool {
+    pub fn new(config: WarmConfig, cgroups: Arc<Cgroups>) -> Self {
+        Self {
+            config,
+            cgroups,
+            zygotes: Default::default(),
+            generation: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    pub fn status(&self) -> WarmPoolStatus {
+        let zygote_pids: Vec<u32> = self
+            .zygotes
+            .try_lock()
+            .map(|z| z.values().filter_map(|z| z.nsjail_pid).collect())
+            .unwrap_or_default();
+        WarmPoolStatus {
+            zygotes: zygote_pids.len(),
+            zygote_pids,
+            zygotes_started: self.generation.load(Ordering::Relaxed),
+            zygote_failures: self.failures.load(Ordering::Relaxed),
+            runs: self.runs.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn zygote_for(
+        &self,
+        paths: &JailPaths,
+        env: &[(String, String)],
+    ) -> Result<Arc<Zygote>, SandboxError> {
+        let mut zygotes = self.zygotes.lock().await;
+        if let Some(zygote) = zygotes.get(&paths.extra_config) {
+            let fresh = zygote.runs.load(Ordering::Relaxed) < self.config.recycle_after_runs
+                && zygote.started_at.elapsed() < self.config.recycle_after;
+            if zygote.alive.load(Ordering::Acquire) && fresh {
+                return Ok(zygote.clone());
+            }
+            if !zygote.alive.load(Ordering::Acquire) {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    generation = zygote.generation,
+                    "warm zygote died; starting a new one"
+                );
+            }
+            zygotes.remove(&paths.extra_config);
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let zygote = self.start_zygote(generation, paths, env).await?;
+        zygotes.insert(paths.extra_config.clone(), zygote.clone());
+        Ok(zygote)
+    }
+
+    async fn start_zygote(
+        &self,
+        generation: u64,
+        paths: &JailPaths,
+        env: &[(String, String)],
+    ) -> Result<Arc<Zygote>, SandboxError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            SandboxError::LaunchFailed(format!("cannot start the warm zygote: {what}: {e}"))
+        };
+        // The zygote's own group holds it and its idle runners; each runner
+        // leaves it for its run's group before it sees a script.
+        let cgroup = self
+            .cgroups
+            .create_group(
+                &format!("zygote-{generation}"),
+                1024 * MIB,
+                4 * self.config.max_in_flight as u64 + 16,
+            )
+            .map_err(|e| fail("cgroup", &e))?;
+        let (gateway_end, zygote_end) = socket::socketpair(
+            socket::AddressFamily::Unix,
+            socket::SockType::SeqPacket,
+            None,
+            socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| fail("socketpair", &e))?;
+        let (log_read, log_write) = pipe().map_err(|e| fail("pipe", &e))?;
+        let argv = paths.zygote_argv(env, &self.config.preload);
+        let mut command = tokio::process::Command::new(&paths.nsjail_bin);
+        command
+            .args(&argv)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let attach = cgroup.attach_handle();
+        let control_fd = zygote_end.as_raw_fd();
+        let log_fd = log_write.as_raw_fd();
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                attach.attach_self_raw()?;
+                place_fd(control_fd, super::limits::RESULT_FD)?;
+                place_fd(log_fd, super::limits::NSJAIL_LOG_FD)
+            });
+        }
+        let mut child = command.spawn().map_err(|e| fail("spawn nsjail", &e))?;
+        drop(zygote_end);
+        drop(log_write);
+        for (stream, source) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn LogSource>),
+                "zygote stdout",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn LogSource>),
+                "zygote stderr",
+            ),
+        ] {
+            if let Some(stream) = stream {
+                tokio::spawn(forward_lines(stream, source, generation));
+            }
+        }
+        let nsjail_log = tokio::spawn(read_capped(pipe_reader(log_read)?, 64 * 1024));
+
+        set_nonblocking(gateway_end.as_raw_fd()).map_err(|e| fail("socket", &e))?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd and closed only when it drops.
+        let control = unsafe { AsyncFd::register(gateway_end) }.map_err(|e| fail("socket", &e))?;
+        let zygote = Arc::new(Zygote {
+            generation,
+            control,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+            runs: AtomicU64::new(0),
+            started_at: Instant::now(),
+            nsjail_pid: child.id(),
+            cgroup: Mutex::new(Some(cgroup)),
+            _nsjail: Mutex::new(Some(child)),
+        });
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(read_replies(Arc::downgrade(&zygote), ready_tx));
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
+            Ok(Ok(python)) => {
+                tracing::info!(generation, python = %python, preload = ?self.config.preload, "warm zygote ready");
+                Ok(zygote)
+            }
+            _ => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                zygote.alive.store(false, Ordering::Release);
+                let log = nsjail_log.await.unwrap_or_default();
+                let log = String::from_utf8_lossy(&log.bytes);
+                tracing::error!(nsjail_log = %log, "warm zygote did not become ready");
+                Err(SandboxError::LaunchFailed(
+                    "the warm zygote did not become ready (see the server log)".into(),
+                ))
+            }
+        }
+    }
+
+    /// Runs one job on a fresh runner of the configuration's zygote, inside
+    /// `run_cgroup`.
+    pub async fn run(
+        &self,
+        job: &Job,
+        limits: &Limits,
+        paths: &JailPaths,
+        env: &[(String, String)],
+        run_cgroup: &RunCgroup,
+    ) -> Result<RawRun, SandboxError> {
+        let zygote = self.zygote_for(paths, env).await?;
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        zygote.runs.fetch_add(1, Ordering::Relaxed);
+        let broken = |what: &str| {
+            zygote.alive.store(false, Ordering::Release);
+            SandboxError::LaunchFailed(format!("the warm zygote failed: {what}"))
+        };
+        let io_error = |e: std::io::Error| SandboxError::LaunchFailed(format!("pipe: {e}"));
+        let (stdin_read, stdin_write) = pipe().map_err(io_error)?;
+        let (stdout_read, stdout_write) = pipe().map_err(io_error)?;
+        let (stderr_read, stderr_write) = pipe().map_err(io_error)?;
+        let (result_read, result_write) = pipe().map_err(io_error)?;
+
+        let id = zygote.next_id.fetch_add(1, Ordering::Relaxed);
+        let (started_tx, started_rx) = oneshot::channel();
+        let (exit_tx, exit_rx) = oneshot::channel();
+        zygote.pending.lock().unwrap().insert(
+            id,
+            PendingRun {
+                started: Some(started_tx),
+                exit: Some(exit_tx),
+            },
+        );
+        let request = json!({
+            "op": "run",
+            "id": id,
+            "cpu_seconds": limits.cpu_seconds,
+            "file_size_bytes": limits.file_size_bytes,
+            "tmpfs_bytes": limits.tmpfs_bytes,
+        })
+        .to_string();
+        let fds = [
+            stdin_read.as_raw_fd(),
+            stdout_write.as_raw_fd(),
+            stderr_write.as_raw_fd(),
+            result_write.as_raw_fd(),
+        ];
+        if zygote.send(request.as_bytes(), &fds).await.is_err() {
+            zygote.pending.lock().unwrap().remove(&id);
+            return Err(broken("the control channel is closed"));
+        }
+        drop((stdin_read, stdout_write, stderr_write, result_write));
+        let stdout = tokio::spawn(read_capped(pipe_reader(stdout_read)?, limits.output_bytes));
+        let stderr = tokio::spawn(read_capped(pipe_reader(stderr_read)?, limits.output_bytes));
+        let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
+
+        let runner_pid = match tokio::time::timeout(Duration::from_secs(10), started_rx).await {
+            Ok(Ok(Ok(pid))) => pid,
+            Ok(Ok(Err(error))) => {
+                tracing::error!(error = %error, "warm zygote could not start a runner");
+                return Err(SandboxError::LaunchFailed(
+                    "the warm zygote could not start a runner".into(),
+                ));
+            }
+            _ => return Err(broken("no runner was started")),
+        };
+        let host_pid = zygote
+            .host_pid_of(runner_pid)
+            .ok_or_else(|| broken("the runner vanished before it was placed in its cgroup"))?;
+        run_cgroup
+            .attach_pid(host_pid)
+            .map_err(|e| broken(&format!("cannot move the runner into its cgroup: {e}")))?;
+
+        // Only now, inside its cgroup, does the runner get the script.
+        let payload = serde_json::to_vec(job).expect("a job always serializes");
+        let started = Instant::now();
+        let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write)
+            .map_err(|e| SandboxError::LaunchFailed(format!("pipe: {e}")))?;
+        let feeder = tokio::spawn(async move {
+            let _ = stdin.write_all(&payload).await;
+        });
+        let mut exit_rx = exit_rx;
+        let (code, timed_out) = match tokio::time::timeout(limits.wall_timeout, &mut exit_rx).await
+        {
+            Ok(code) => (code.ok(), false),
+            Err(_) => {
+                run_cgroup.kill_all();
+                let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
+                (code.ok().and_then(Result::ok), true)
+            }
+        };
+        run_cgroup.kill_all();
+        let duration = started.elapsed();
+        feeder.abort();
+        if code.is_none() && !timed_out {
+            zygote.alive.store(false, Ordering::Release);
+        }
+        let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
+        Ok(RawRun {
+            stdout: joined(stdout.await),
+            stderr: joined(stderr.await),
+            result: joined(result.await),
+            code,
+            signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
+            timed_out,
+            duration,
+        })
+    }
+}
+
+impl Zygote {
+    async fn send(&self, message: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+        loop {
+            let mut guard = self.control.writable().await?;
+            let sent = guard.try_io(|inner| {
+                socket::sendmsg::<()>(
+                    inner.get_ref().as_raw_fd(),
+                    &[IoSlice::new(message)],
+                    &[ControlMessage::ScmRights(fds)],
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match sent {
+                Ok(result) => return result.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// The host pid of a runner, found among the zygote group's processes by
+    /// its pid in the zygote's namespace (the second `NSpid` field).
+    fn host_pid_of(&self, namespace_pid: i32) -> Option<i32> {
+        let cgroup = self.cgroup.lock().unwrap();
+        cgroup.as_ref()?.remaining_pids().into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+                    line.split_whitespace().nth(2)?.parse::<i32>().ok()
+                })
+                == Some(namespace_pid)
+        })
+    }
+}
+
+async fn read_replies(zygote: std::sync::Weak<Zygote>, ready: oneshot::Sender<String>) {
+    let mut ready = Some(ready);
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let Some(strong) = zygote.upgrade() else {
+            return;
+        };
+        let received = {
+            let Ok(mut guard) = strong.control.readable().await else {
+                break;
+            };
+            match guard.try_io(|inner| {
+                socket::recv(inner.get_ref().as_raw_fd(), &mut buffer, MsgFlags::empty())
+                    .map_err(std::io::Error::from)
+            }) {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_would_block) => continue,
+            }
+        };
+        if received == 0 {
+            strong.alive.store(false, Ordering::Release);
+            // Dropping the senders tells every waiting run the zygote is gone.
+            strong.pending.lock().unwrap().clear();
+            tracing::warn!(generation = strong.generation, "warm zygote exited");
+            return;
+        }
+        let Ok(reply) = serde_json::from_slice::<Reply>(&buffer[..received]) else {
+            tracing::error!("unreadable message from the warm zygote");
+            continue;
+        };
+        let mut pending = strong.pending.lock().unwrap();
+        match reply {
+            Reply::Ready { python } => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(python);
+                }
+            }
+            Reply::Started { id, pid } => {
+                if let Some(tx) = pending.get_mut(&id).and_then(|p| p.started.take()) {
+                    let _ = tx.send(Ok(pid));
+                }
+            }
+            Reply::Failed { id, error } => {
+                if let Some(run) = pending.remove(&id) {
+                    if let Some(tx) = run.started {
+                        let _ = tx.send(Err(error));
+                    }
+                }
+            }
+            Reply::Exit { id, code } => {
+                if let Some(tx) = pending.remove(&id).and_then(|p| p.exit) {
+                    let _ = tx.send(code);
+                }
+            }
+        }
+    }
+}
+
+trait LogSource: tokio::io::AsyncRead + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + Unpin + Send> LogSource for T {}
+
+/// The zygote's own output (import warnings, runner set-up failures) goes to
+/// the server log; scripts never write here.
+async fn forward_lines(stream: Box<dyn LogSource>, source: &'static str, generation: u64) {
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(source, generation, line = %line.chars().take(2000).collect::<String>(), "warm zygote output");
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an fd we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

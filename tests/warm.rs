@@ -1,0 +1,147 @@
+//! The warm path's own promises: every request still gets a fresh, jailed
+//! process; the zygote's state never leaks between requests; a dead zygote is
+//! replaced; zygotes are recycled.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{server_config, Response, TestServer};
+use pyexec::sandbox::SandboxMode;
+use serde_json::{json, Value};
+
+fn warm_config() -> pyexec::config::ServerConfig {
+    let mut config = server_config();
+    config.sandbox.forced_mode = Some(SandboxMode::Warm);
+    config
+}
+
+fn warm_server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| TestServer::start(warm_config(), true))
+}
+
+async fn health(server: &TestServer) -> Value {
+    Response::read(
+        server
+            .client
+            .get(server.url("/health"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .body
+}
+
+#[tokio::test]
+async fn the_warm_self_test_passes_and_a_zygote_is_running() {
+    let health = health(warm_server()).await;
+    assert_eq!(health["sandbox"]["warm_self_test"]["state"], "passed");
+    assert_eq!(health["sandbox"]["warm_pool"]["zygotes"], 1);
+}
+
+#[tokio::test]
+async fn random_generators_are_reseeded_in_every_request() {
+    let script = "import random\ndef main():\n    import numpy as np\n    return [random.random(), float(np.random.rand()), np.random.randint(0, 2**31)]";
+    let first = warm_server().run(script).await.assert_ok().clone();
+    let second = warm_server().run(script).await.assert_ok().clone();
+    for i in 0..3 {
+        assert_ne!(first[i], second[i], "draw {i} repeated: {first} {second}");
+    }
+}
+
+#[tokio::test]
+async fn what_one_request_changes_in_the_interpreter_is_gone_in_the_next() {
+    let polluter = r#"
+import builtins, json, sys, pandas
+def main():
+    builtins.LEAKED = "secret of request one"
+    json.dumps = lambda *a, **k: '"forged"'
+    pandas.LEAK = 1
+    sys.modules["leaky_module"] = object()
+    return "polluted"
+"#;
+    assert_eq!(warm_server().run(polluter).await.assert_ok(), "polluted");
+    let observer = r#"
+import builtins, json, sys, pandas
+def main():
+    return {
+        "builtins": hasattr(builtins, "LEAKED"),
+        "json": json.dumps([1]),
+        "pandas": hasattr(pandas, "LEAK"),
+        "module": "leaky_module" in sys.modules,
+    }
+"#;
+    assert_eq!(
+        warm_server().run(observer).await.assert_ok(),
+        &json!({"builtins": false, "json": "[1]", "pandas": false, "module": false})
+    );
+}
+
+#[tokio::test]
+async fn a_runner_cannot_make_new_namespaces_or_mounts() {
+    let script = r#"
+import ctypes, os
+def main():
+    libc = ctypes.CDLL(None, use_errno=True)
+    results = {}
+    results["unshare_user"] = libc.unshare(0x10000000) == 0
+    results["mount"] = libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, None) == 0
+    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+    results["caps"] = [status[k].strip() for k in ("CapEff", "CapPrm", "CapBnd")]
+    results["pid"] = os.getpid()
+    return results
+"#;
+    let result = warm_server().run(script).await.assert_ok().clone();
+    assert_eq!(result["unshare_user"], false);
+    assert_eq!(result["mount"], false);
+    assert_eq!(
+        result["caps"],
+        json!(["0000000000000000", "0000000000000000", "0000000000000000"])
+    );
+    assert_eq!(result["pid"], 1);
+}
+
+#[tokio::test]
+async fn a_killed_zygote_costs_no_later_request() {
+    let server = TestServer::start(warm_config(), true);
+    let before = health(&server).await;
+    let pid = before["sandbox"]["warm_pool"]["zygote_pids"][0]
+        .as_i64()
+        .unwrap();
+    // SAFETY: kill(2) on the zygote supervisor this test's server started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    // The first request may see the zygote die under it (503) or already
+    // find a new one; the next ones all succeed on a fresh zygote.
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(server.run("def main():\n    return 'served'").await);
+    }
+    for r in &answers[1..] {
+        assert_eq!(r.assert_ok(), "served");
+    }
+    assert!(answers[0].status == 200 || answers[0].status == 503);
+    let after = health(&server).await;
+    let pool = &after["sandbox"]["warm_pool"];
+    assert!(pool["zygotes_started"].as_u64().unwrap() >= 2, "{pool}");
+    assert_ne!(pool["zygote_pids"][0].as_i64().unwrap(), pid);
+}
+
+#[tokio::test]
+async fn zygotes_are_recycled_after_their_run_budget() {
+    let mut config = warm_config();
+    config.sandbox.warm.recycle_after_runs = 2;
+    let server = TestServer::start(config, true);
+    for i in 0..5 {
+        let r = server
+            .execute(json!({"script": "def main(i):\n    return i", "args": {"i": i}}))
+            .await;
+        assert_eq!(r.assert_ok(), &json!(i));
+    }
+    let pool = health(&server).await["sandbox"]["warm_pool"].clone();
+    assert!(pool["zygotes_started"].as_u64().unwrap() >= 3, "{pool}");
+    assert_eq!(pool["zygote_failures"], 0, "{pool}");
+}
