@@ -267,10 +267,6 @@ class Zygote:
             return
         self.ready.append((pid, json.loads(message)["pid"], channel))
 
-    def refill(self):
-        while len(self.ready) + len(self.starting) < READY_RUNNERS:
-            self.spawn_runner()
-
     def take_runner(self):
         while not self.ready:
             if not self.starting:
@@ -326,8 +322,14 @@ class Zygote:
         os.set_blocking(self.wake_r, False)
         self.send({"op": "ready", "python": platform.python_version()})
         while True:
-            self.refill()
-            for key, _ in self.selector.select():
+            # Refilling forks the whole interpreter: do it only when nothing
+            # else is waiting, so a burst of requests is served first.
+            short = len(self.ready) + len(self.starting) < READY_RUNNERS
+            events = self.selector.select(timeout=0 if short else None)
+            if not events:
+                self.spawn_runner()
+                continue
+            for key, _ in events:
                 if key.data == "control":
                     self.handle_request()
                 elif key.data == "runner":

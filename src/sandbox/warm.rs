@@ -347,6 +347,10 @@ impl WarmPool {
         run_cgroup
             .attach_pid(host_pid)
             .map_err(|e| broken(&format!("cannot move the runner into its cgroup: {e}")))?;
+        // The runner is pid 1 of its own pid namespace, so its pidfd turns
+        // readable only once it and everything it started are gone.
+        let runner_exit = ProcessExit::watch(host_pid)
+            .map_err(|e| broken(&format!("cannot watch the runner: {e}")))?;
 
         // Only now, inside its cgroup, does the runner get the script.
         let payload = serde_json::to_vec(job).expect("a job always serializes");
@@ -356,32 +360,69 @@ impl WarmPool {
         let feeder = tokio::spawn(async move {
             let _ = stdin.write_all(&payload).await;
         });
-        let mut exit_rx = exit_rx;
-        let (code, timed_out) = match tokio::time::timeout(limits.wall_timeout, &mut exit_rx).await
-        {
-            Ok(code) => (code.ok(), false),
-            Err(_) => {
-                run_cgroup.kill_all();
-                let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
-                (code.ok().and_then(Result::ok), true)
-            }
-        };
-        run_cgroup.kill_all();
+        let timed_out = tokio::time::timeout(limits.wall_timeout, runner_exit.wait())
+            .await
+            .is_err();
+        if timed_out {
+            run_cgroup.kill_all();
+            let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
+        }
         let duration = started.elapsed();
+        run_cgroup.kill_all();
         feeder.abort();
-        if code.is_none() && !timed_out {
+        let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
+        let (stdout, stderr, result) = (
+            joined(stdout.await),
+            joined(stderr.await),
+            joined(result.await),
+        );
+        // A well-formed result says how the run ended; only without one does
+        // the exit code matter, and it comes from the zygote a moment later.
+        let code = if !timed_out && super::frame::parse(&result.bytes).is_some() {
+            None
+        } else {
+            let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
+            code.ok().and_then(Result::ok)
+        };
+        if code.is_none() && !timed_out && result.bytes.is_empty() {
             zygote.alive.store(false, Ordering::Release);
         }
-        let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
         Ok(RawRun {
-            stdout: joined(stdout.await),
-            stderr: joined(stderr.await),
-            result: joined(result.await),
+            stdout,
+            stderr,
+            result,
             code,
             signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
             timed_out,
             duration,
         })
+    }
+}
+
+/// Readiness of a process's exit through its pidfd.
+struct ProcessExit {
+    pidfd: AsyncFd<OwnedFd>,
+}
+
+impl ProcessExit {
+    fn watch(pid: i32) -> std::io::Result<Self> {
+        // SAFETY: pidfd_open returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the fd was just created and is owned here alone.
+        let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) };
+        // SAFETY: the OwnedFd moves into the AsyncFd and closes when it drops.
+        let pidfd =
+            unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self { pidfd })
+    }
+
+    async fn wait(&self) {
+        // A pidfd stays readable once the process has exited.
+        let _ = self.pidfd.readable().await;
     }
 }
 

@@ -1,0 +1,368 @@
+//! Cold vs warm benchmark of the real server over HTTP, with the machine's own
+//! fork floor measured in the same run. Run it with `bash scripts/bench.sh`
+//! (release build); it prints markdown tables for the README.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const API_KEY: &str = "pyx_benchmark_key";
+
+const TRIVIAL: &str = "def main():\n    return {\"ok\": True}";
+/// The seed README's pandas/numpy example, verbatim.
+const SEED_PANDAS: &str = "def main():\n    import pandas as pd\n    import numpy as np\n    \n    # Create sample data\n    data = pd.DataFrame({\n        'values': np.random.randint(1, 100, 10)\n    })\n    \n    return {\n        \"mean\": float(data['values'].mean()),\n        \"max\": int(data['values'].max()),\n        \"count\": len(data)\n    }\n";
+
+/// fork + wait of a pandas-loaded interpreter inside the same jail: the
+/// floor any fork-per-request design pays on this machine.
+const FLOOR_SCRIPT: &str = r#"
+import gc, json, os, sys, time
+import numpy, pandas
+gc.freeze()
+samples = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    samples.append((time.perf_counter() - start) * 1000)
+samples.sort()
+print(json.dumps({"p50": samples[len(samples) // 2], "p99": samples[int(len(samples) * 0.99)]}))
+"#;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server(binary: &Path, mode: &str) -> Server {
+    let port = free_port();
+    let child = Command::new(binary)
+        .args(["--log-format", "json", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--nsjail-dir")
+        .arg(repo().join("nsjail"))
+        .env("PYEXEC_API_KEY", API_KEY)
+        .env("PYEXEC_SANDBOX_MODE", mode)
+        .env("PYEXEC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the pyexec binary starts");
+    Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server never became ready");
+}
+
+async fn execute(client: &reqwest::Client, server: &Server, script: &str) -> Duration {
+    let start = Instant::now();
+    let response = client
+        .post(format!("{}/execute", server.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "script": script }))
+        .send()
+        .await
+        .expect("request answered");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 200, "benchmark request failed: {body}");
+    start.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+async fn sequential(client: &reqwest::Client, server: &Server, script: &str, n: usize) -> Latency {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        samples.push(execute(client, server, script).await);
+    }
+    samples.sort();
+    Latency {
+        p50: percentile(&samples, 0.50),
+        p95: percentile(&samples, 0.95),
+        p99: percentile(&samples, 0.99),
+    }
+}
+
+async fn throughput(
+    client: &reqwest::Client,
+    server: &Server,
+    script: &str,
+    concurrency: usize,
+    total: usize,
+) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let next = next.clone();
+        async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total as u64 {
+                execute(client, server, script).await;
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Proportional set size of a process and all its descendants, in MiB:
+/// shared pages (the zygote's pandas) are counted once across the tree.
+fn tree_pss_mib(root: u32) -> f64 {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        let pid = pids[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    pids.sort();
+    pids.dedup();
+    let kib: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|rollup| {
+            let line = rollup.lines().find(|l| l.starts_with("Pss:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum();
+    kib as f64 / 1024.0
+}
+
+fn floor_ms(samples: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("floor.py");
+    std::fs::write(&script, FLOOR_SCRIPT).unwrap();
+    let nsjail_dir = repo().join("nsjail");
+    let mut command = Command::new("/opt/pyexec/bin/nsjail");
+    command
+        .arg("--config")
+        .arg(nsjail_dir.join("base.cfg"))
+        .args([
+            "--really_quiet",
+            "--proc_path",
+            "/proc",
+            "--time_limit",
+            "120",
+        ])
+        .args(["--mount", "none:/tmp:tmpfs:size=1048576"])
+        .args(["--bindmount_ro", "/opt/pyexec/python"])
+        .arg("--bindmount_ro")
+        .arg(format!("{}:/floor.py", script.display()))
+        .args([
+            "--env",
+            "OPENBLAS_NUM_THREADS=1",
+            "--env",
+            "OMP_NUM_THREADS=1",
+        ]);
+    for name in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] {
+        if let Ok(value) = std::env::var(name) {
+            command.arg("--env").arg(format!("{name}={value}"));
+        }
+    }
+    let output = command
+        .args(["--", "/opt/pyexec/python/bin/python3", "-I", "/floor.py"])
+        .arg(samples.to_string())
+        .output()
+        .expect("nsjail runs the floor probe");
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "floor probe failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (
+        value["p50"].as_f64().unwrap(),
+        value["p99"].as_f64().unwrap(),
+    )
+}
+
+/// One script's figures: its latency and its throughput per concurrency.
+struct ScriptResult {
+    name: &'static str,
+    latency: Latency,
+    rates: Vec<(usize, f64)>,
+}
+
+struct ModeResult {
+    idle_mib: f64,
+    peak_mib: f64,
+    rows: Vec<ScriptResult>,
+}
+
+async fn bench_mode(binary: &Path, mode: &str, quick: bool) -> ModeResult {
+    let client = reqwest::Client::new();
+    let server = start_server(binary, mode);
+    wait_ready(&client, &server).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.child.id();
+    let idle_mib = tree_pss_mib(pid);
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak = Arc::new(AtomicU64::new((idle_mib * 1024.0) as u64));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                let kib = (tree_pss_mib(pid) * 1024.0) as u64;
+                peak.fetch_max(kib, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let (sequential_n, throughput_n) = match (mode, quick) {
+        ("cold", true) => (8, 8),
+        ("cold", false) => (30, 32),
+        (_, true) => (50, 100),
+        _ => (400, 600),
+    };
+    let mut rows = Vec::new();
+    for (name, script) in [("trivial", TRIVIAL), ("seed pandas", SEED_PANDAS)] {
+        for _ in 0..3 {
+            execute(&client, &server, script).await;
+        }
+        let latency = sequential(&client, &server, script, sequential_n).await;
+        let mut rates = Vec::new();
+        for concurrency in [1, 4, 16] {
+            rates.push((
+                concurrency,
+                throughput(&client, &server, script, concurrency, throughput_n).await,
+            ));
+        }
+        rows.push(ScriptResult {
+            name,
+            latency,
+            rates,
+        });
+    }
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    ModeResult {
+        idle_mib,
+        peak_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        rows,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let binary = std::env::var("PYEXEC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/release/pyexec"));
+    assert!(binary.exists(), "build it first: cargo build --release");
+
+    let (floor_p50, floor_p99) = floor_ms(if quick { 50 } else { 300 });
+    let cold = bench_mode(&binary, "cold", quick).await;
+    let warm = bench_mode(&binary, "warm", quick).await;
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "Machine: {cores} cores ({cpu}), Linux {}, {} build, end-to-end over HTTP on loopback.\n",
+        kernel.trim(),
+        if quick { "quick" } else { "full" }
+    );
+    println!("Fork floor (fork + wait of a pandas-loaded interpreter in the jail): p50 {floor_p50:.2} ms, p99 {floor_p99:.2} ms\n");
+    println!("| mode | script | p50 ms | p95 ms | p99 ms | req/s c=1 | req/s c=4 | req/s c=16 |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (mode, result) in [("cold", &cold), ("warm", &warm)] {
+        for row in &result.rows {
+            let (l, r) = (&row.latency, &row.rates);
+            println!(
+                "| {mode} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                row.name, l.p50, l.p95, l.p99, r[0].1, r[1].1, r[2].1
+            );
+        }
+    }
+    println!("\n| mode | idle server PSS MiB | peak PSS MiB under load |");
+    println!("| --- | ---: | ---: |");
+    for (mode, result) in [("cold", &cold), ("warm", &warm)] {
+        println!(
+            "| {mode} | {:.0} | {:.0} |",
+            result.idle_mib, result.peak_mib
+        );
+    }
+    let seed = |r: &ModeResult| {
+        r.rows
+            .iter()
+            .find(|row| row.name == "seed pandas")
+            .map(|row| (row.latency.p50, row.rates[2].1))
+            .unwrap()
+    };
+    let (cold_p50, cold_c16) = seed(&cold);
+    let (warm_p50, warm_c16) = seed(&warm);
+    println!("\nSeed pandas example, ratios (targets in parentheses):");
+    println!("- cold p50 / warm p50: {:.1}× (≥ 50×)", cold_p50 / warm_p50);
+    println!(
+        "- warm / cold throughput at c=16: {:.1}× (≥ 30×)",
+        warm_c16 / cold_c16
+    );
+    println!(
+        "- warm p50 / fork floor p50: {:.2}× (≤ 1.5×)",
+        warm_p50 / floor_p50
+    );
+    println!("- idle warm server: {:.0} MiB (< 250 MiB)", warm.idle_mib);
+}
