@@ -246,7 +246,10 @@ struct ModeResult {
 }
 
 async fn bench_mode(binary: &Path, mode: &str, quick: bool) -> ModeResult {
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
     let server = start_server(binary, mode);
     wait_ready(&client, &server).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

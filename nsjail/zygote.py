@@ -39,6 +39,8 @@ import struct
 import sys
 
 CONTROL_FD = 3
+# Runners kept forked ahead of requests (argv: --ready=N); as many as can run
+# at once, so a burst does not wait for forks.
 READY_RUNNERS = 2
 
 CLONE_NEWNS = 0x00020000
@@ -339,9 +341,13 @@ class Zygote:
 
 
 def main():
+    global READY_RUNNERS
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    for module in sys.argv[1:]:
-        __import__(module)
+    for arg in sys.argv[1:]:
+        if arg.startswith("--ready="):
+            READY_RUNNERS = max(1, int(arg.split("=", 1)[1]))
+        else:
+            __import__(arg)
     import harness  # noqa: F401 - bound once here, so every runner gets it for free
     gc.collect()
     # Objects that exist now are never scanned by a runner's collector, so

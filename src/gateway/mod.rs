@@ -15,6 +15,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -94,7 +95,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let draining = self.state.draining.clone();
-        axum::serve(self.listener, self.router)
+        // Small JSON responses: without TCP_NODELAY, Nagle's algorithm and the
+        // client's delayed ACK add tens of milliseconds to keep-alive requests.
+        let listener = self.listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 draining.store(true, Ordering::SeqCst);

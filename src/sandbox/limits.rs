@@ -165,7 +165,12 @@ impl JailPaths {
     /// nsjail's argv for a warm zygote. It lives until retired, so it has no
     /// time or CPU limit of its own; each runner sets the request's limits on
     /// itself and lives in the request's cgroup.
-    pub fn zygote_argv(&self, env: &[(String, String)], preload: &[String]) -> Vec<OsString> {
+    pub fn zygote_argv(
+        &self,
+        env: &[(String, String)],
+        preload: &[String],
+        ready_runners: usize,
+    ) -> Vec<OsString> {
         let zygote = self.harness.with_file_name("zygote.py");
         let mut argv = self.common_argv(env);
         for flag in [
@@ -186,6 +191,7 @@ impl JailPaths {
         }
         argv.push(self.python_bin.clone().into());
         argv.extend(["-I".into(), "-B".into(), JAIL_ZYGOTE_PATH.into()]);
+        argv.push(format!("--ready={ready_runners}").into());
         argv.extend(preload.iter().map(OsString::from));
         argv
     }
@@ -283,7 +289,7 @@ mod tests {
     #[test]
     fn the_zygote_has_no_time_limit_and_a_writable_proc_for_its_runners() {
         let argv: Vec<String> = paths()
-            .zygote_argv(&[], &["numpy".into(), "pandas".into()])
+            .zygote_argv(&[], &["numpy".into(), "pandas".into()], 4)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();
@@ -299,6 +305,7 @@ mod tests {
                 "-I",
                 "-B",
                 "/pyexec/zygote.py",
+                "--ready=4",
                 "numpy",
                 "pandas"
             ]

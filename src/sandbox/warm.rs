@@ -195,7 +195,8 @@ impl WarmPool {
         )
         .map_err(|e| fail("socketpair", &e))?;
         let (log_read, log_write) = pipe().map_err(|e| fail("pipe", &e))?;
-        let argv = paths.zygote_argv(env, &self.config.preload);
+        let ready_runners = self.config.max_in_flight.clamp(2, 8);
+        let argv = paths.zygote_argv(env, &self.config.preload, ready_runners);
         let mut command = tokio::process::Command::new(&paths.nsjail_bin);
         command
             .args(&argv)
