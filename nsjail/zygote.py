@@ -73,9 +73,12 @@ def fail(what):
 
 # x86_64 system call numbers the runner forbids once it is set up: new
 # namespaces and mounts would give a script a fresh set of capabilities to
-# probe the kernel with.
+# probe the kernel with. socket(): runners share the zygote's (empty) network
+# namespace, so loopback and abstract unix sockets would let two requests talk
+# to each other; socketpair() stays allowed (multiprocessing, asyncio use it).
 AUDIT_ARCH_X86_64 = 0xC000003E
 FORBIDDEN_AFTER_SETUP = {
+    "socket": 41,
     "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
     "unshare": 272, "setns": 308, "open_tree": 428, "move_mount": 429,
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,

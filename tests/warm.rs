@@ -145,3 +145,29 @@ async fn zygotes_are_recycled_after_their_run_budget() {
     assert!(pool["zygotes_started"].as_u64().unwrap() >= 3, "{pool}");
     assert_eq!(pool["zygote_failures"], 0, "{pool}");
 }
+
+#[tokio::test]
+async fn concurrent_runners_cannot_reach_each_other_over_sockets() {
+    // Runners share the zygote's network namespace, so sockets are refused
+    // outright; socketpair (local to one run) keeps working.
+    let script = r#"
+import socket
+def main():
+    outcomes = {}
+    for name, family, kind in [("tcp", socket.AF_INET, socket.SOCK_STREAM), ("udp", socket.AF_INET, socket.SOCK_DGRAM), ("unix", socket.AF_UNIX, socket.SOCK_STREAM)]:
+        try:
+            s = socket.socket(family, kind)
+            s.close()
+            outcomes[name] = "created"
+        except OSError as e:
+            outcomes[name] = type(e).__name__
+    a, b = socket.socketpair()
+    a.sendall(b"ping")
+    outcomes["socketpair"] = b.recv(4).decode()
+    return outcomes
+"#;
+    assert_eq!(
+        warm_server().run(script).await.assert_ok(),
+        &json!({"tcp": "PermissionError", "udp": "PermissionError", "unix": "PermissionError", "socketpair": "ping"})
+    );
+}
