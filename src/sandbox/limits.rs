@@ -55,6 +55,8 @@ pub struct JailPaths {
     pub extra_config: Option<PathBuf>,
     pub seccomp_policy: Option<PathBuf>,
     pub harness: PathBuf,
+    /// Files bound read-only into the jail: `(source, path in the jail)`.
+    pub extra_files: Vec<(PathBuf, PathBuf)>,
     /// The Python interpreter to run, e.g. `/opt/pyexec/python/bin/python3`.
     pub python_bin: PathBuf,
     /// The tree that holds the interpreter's environment (a venv or a prefix),
@@ -132,12 +134,19 @@ impl Limits {
             &"--pass_fd",
             &RESULT_FD.to_string(),
             &"--mount",
-            &format!("none:/tmp:tmpfs:size={},mode=1777", self.tmpfs_bytes),
+            &format!(
+                "none:/tmp:tmpfs:size={},nr_inodes={},mode=1777",
+                self.tmpfs_bytes,
+                tmpfs_inodes(self.tmpfs_bytes)
+            ),
             &"--bindmount_ro",
             &bind_spec(&paths.python_root, &paths.python_root),
             &"--bindmount_ro",
             &bind_spec(&paths.harness, Path::new(JAIL_HARNESS_PATH)),
         ]);
+        for (src, dst) in &paths.extra_files {
+            push(&[&"--bindmount_ro", &bind_spec(src, dst)]);
+        }
         for (key, value) in env {
             push(&[&"--env", &format!("{key}={value}")]);
         }
@@ -151,6 +160,14 @@ impl Limits {
         ]);
         argv
     }
+}
+
+/// Inodes of the run's `/tmp`: one per 2 KiB of its size (16,384 for the
+/// default 32 MiB). tmpfs would otherwise allow millions, and each costs
+/// kernel memory, so creating empty files ended in the memory limit instead
+/// of a plain ENOSPC on `/tmp`.
+fn tmpfs_inodes(tmpfs_bytes: u64) -> u64 {
+    (tmpfs_bytes / (2 * KIB)).max(1024)
 }
 
 fn bind_spec(src: &Path, dst: &Path) -> String {
@@ -168,6 +185,7 @@ mod tests {
             extra_config: None,
             seccomp_policy: Some("/cfg/seccomp.kafel".into()),
             harness: "/cfg/harness.py".into(),
+            extra_files: vec![("/run/x/hosts".into(), "/etc/hosts".into())],
             python_bin: "/opt/py/bin/python3".into(),
             python_root: "/opt/py".into(),
         }
@@ -198,7 +216,7 @@ mod tests {
         assert_eq!(value_after(&argv, "--log_fd"), ["4"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=33554432,mode=1777"]
+            ["none:/tmp:tmpfs:size=33554432,nr_inodes=16384,mode=1777"]
         );
         assert_eq!(
             value_after(&argv, "--seccomp_policy"),
@@ -221,7 +239,7 @@ mod tests {
         assert_eq!(value_after(&argv, "--rlimit_fsize"), ["2"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=4194304,mode=1777"]
+            ["none:/tmp:tmpfs:size=4194304,nr_inodes=2048,mode=1777"]
         );
     }
 
@@ -230,7 +248,11 @@ mod tests {
         let argv = argv_strings(&Limits::default(), &[]);
         assert_eq!(
             value_after(&argv, "--bindmount_ro"),
-            ["/opt/py:/opt/py", "/cfg/harness.py:/pyexec/harness.py"]
+            [
+                "/opt/py:/opt/py",
+                "/cfg/harness.py:/pyexec/harness.py",
+                "/run/x/hosts:/etc/hosts"
+            ]
         );
         let separator = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(

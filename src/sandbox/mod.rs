@@ -4,6 +4,7 @@
 mod capture;
 pub mod cgroup;
 mod frame;
+mod jail_files;
 pub mod limits;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,6 +23,7 @@ pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
 
 use capture::{read_capped, Captured};
+use jail_files::JailFiles;
 
 /// How a run gets its interpreter: a fresh nsjail and Python per run
 /// (`cold`), or a fork of a pre-started jailed interpreter (`warm`).
@@ -188,6 +190,8 @@ pub struct SandboxStatus {
 
 pub struct Sandbox {
     paths: JailPaths,
+    /// Owns the folder the harness and `/etc` files are bound from.
+    _jail_files: Option<JailFiles>,
     cgroups: Option<Cgroups>,
     jail_env: Vec<(String, String)>,
     slots: Semaphore,
@@ -224,12 +228,25 @@ impl Sandbox {
             }
         };
         let python_root = python_root(&config.python_bin);
+        let jail_files = if problems.is_empty() {
+            JailFiles::create(&config.nsjail_dir.join("harness.py"))
+                .map_err(|e| problems.push(e))
+                .ok()
+        } else {
+            None
+        };
         let paths = JailPaths {
             nsjail_bin: config.nsjail_bin.clone(),
             base_config: config.nsjail_dir.join("base.cfg"),
             extra_config: None,
             seccomp_policy: Some(config.nsjail_dir.join("seccomp.kafel")).filter(|p| p.exists()),
-            harness: config.nsjail_dir.join("harness.py"),
+            harness: jail_files
+                .as_ref()
+                .map_or_else(|| config.nsjail_dir.join("harness.py"), JailFiles::harness),
+            extra_files: jail_files
+                .as_ref()
+                .map(JailFiles::etc_binds)
+                .unwrap_or_default(),
             python_bin: config.python_bin.clone(),
             python_root,
         };
@@ -247,6 +264,7 @@ impl Sandbox {
         };
         Arc::new(Self {
             paths,
+            _jail_files: jail_files,
             cgroups,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
             slots: Semaphore::new(config.max_concurrent.max(1)),
@@ -334,6 +352,16 @@ impl Sandbox {
         self.run_once(job, policy).await
     }
 
+    /// The cgroups of runs that still exist, as `controller/instance/run-N`
+    /// paths. Empty whenever no run is in flight; tests use it to prove that
+    /// nothing of a finished run is left behind.
+    pub fn live_run_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroups
+            .as_ref()
+            .map(Cgroups::live_runs)
+            .unwrap_or_default()
+    }
+
     /// Runs that are waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -377,7 +405,10 @@ impl Sandbox {
             .spawn_and_collect(job, limits, &paths, &run_cgroup)
             .await;
         let usage = run_cgroup.usage();
-        tokio::task::spawn_blocking(move || run_cgroup.destroy());
+        // Awaited, not detached: no process of this run may outlive its
+        // response (a double-forked, setsid'd child included), and the
+        // attack corpus checks that nothing of it is left when the answer arrives.
+        let _ = tokio::task::spawn_blocking(move || run_cgroup.destroy()).await;
         let mut report = result?;
         report.usage = usage;
         let outcome = std::mem::replace(&mut report.outcome, Outcome::Success(Value::Null));

@@ -1,0 +1,107 @@
+//! The files the jail gets from the gateway rather than from the host's
+//! system folders: the harness and the three `/etc` files name resolution
+//! reads (`hosts`, `hostname`, `resolv.conf`).
+//!
+//! A bind mount's source path is visible inside the jail, in
+//! `/proc/self/mountinfo`. Binding the harness straight from the repository
+//! told every script where the service is installed (`/srv/app/nsjail/...`),
+//! and binding Docker's `/etc/hosts` names the container's id on the host. So
+//! they are copied once, at start, into a private folder of neutral name, and
+//! the `/etc` files are written from scratch: the jail has no network, so the
+//! host's resolver settings would be of no use to it anyway.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// `/etc` files of the jail and their fixed contents.
+const ETC_FILES: &[(&str, &str)] = &[
+    (
+        "hosts",
+        "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost sandbox\n",
+    ),
+    ("hostname", "sandbox\n"),
+    (
+        "resolv.conf",
+        "# The jail has no network: nothing resolves outside it.\n",
+    ),
+];
+
+/// The folder, removed when the sandbox is dropped.
+#[derive(Debug)]
+pub struct JailFiles {
+    dir: PathBuf,
+}
+
+impl JailFiles {
+    /// Creates the folder (root-owned, 0755, a fresh random name, so nothing
+    /// can have been planted there before) and its read-only files.
+    pub fn create(harness: &Path) -> Result<Self, String> {
+        let code = fs::read(harness)
+            .map_err(|e| format!("cannot read the harness {}: {e}", harness.display()))?;
+        let dir = std::env::temp_dir().join(format!("pyexec-jail-{:016x}", rand::random::<u64>()));
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let files = Self { dir };
+        let write = |name: &str, bytes: &[u8]| -> Result<(), String> {
+            let path = files.dir.join(name);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o444)
+                .open(&path)
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        write("harness.py", &code)?;
+        for (name, contents) in ETC_FILES {
+            write(name, contents.as_bytes())?;
+        }
+        Ok(files)
+    }
+
+    pub fn harness(&self) -> PathBuf {
+        self.dir.join("harness.py")
+    }
+
+    /// `(source on the host, path in the jail)` of each `/etc` file.
+    pub fn etc_binds(&self) -> Vec<(PathBuf, PathBuf)> {
+        ETC_FILES
+            .iter()
+            .map(|(name, _)| (self.dir.join(name), Path::new("/etc").join(name)))
+            .collect()
+    }
+}
+
+impl Drop for JailFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_copied_read_only_into_a_neutral_folder_and_removed_on_drop() {
+        let harness = std::env::temp_dir().join(format!("harness-{}.py", std::process::id()));
+        fs::write(&harness, "print('harness')").unwrap();
+        let files = JailFiles::create(&harness).unwrap();
+        let copy = files.harness();
+        assert_eq!(fs::read_to_string(&copy).unwrap(), "print('harness')");
+        assert!(copy.to_string_lossy().contains("/pyexec-jail-"));
+        let binds = files.etc_binds();
+        assert_eq!(binds[0].1, Path::new("/etc/hosts"));
+        assert!(fs::read_to_string(&binds[0].0)
+            .unwrap()
+            .contains("localhost"));
+        let dir = files.dir.clone();
+        drop(files);
+        assert!(!dir.exists());
+        fs::remove_file(harness).unwrap();
+    }
+}
