@@ -1,0 +1,28 @@
+# attack: four runs at once meet on a well-known abstract unix socket, to
+#   pass data between tenants' runs
+# stopped-by: abstract sockets belong to the network namespace, one per run
+# expect: 200
+# result: {"met_another_run": false}
+# concurrent: 4
+import socket
+import time
+
+NAME = "\0pyexec-corpus-rendezvous"
+
+
+def main():
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        c.connect(NAME)
+        return {"met_another_run": True}
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(NAME)
+    s.listen(8)
+    s.settimeout(1.5)
+    try:
+        s.accept()
+        return {"met_another_run": True}
+    except OSError:
+        return {"met_another_run": False}
