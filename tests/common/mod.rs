@@ -45,6 +45,7 @@ pub fn server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1024 * 1024,
+        read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
         bootstrap_api_key: Some(API_KEY.to_string()),
     }
