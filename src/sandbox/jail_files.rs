@@ -40,7 +40,13 @@ impl JailFiles {
     pub fn create(harness: &Path) -> Result<Self, String> {
         let code = fs::read(harness)
             .map_err(|e| format!("cannot read the harness {}: {e}", harness.display()))?;
-        let dir = std::env::temp_dir().join(format!("pyexec-jail-{:016x}", rand::random::<u64>()));
+        let parent = std::env::temp_dir();
+        remove_stale(&parent);
+        let dir = parent.join(format!(
+            "pyexec-jail-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&dir)
@@ -73,6 +79,30 @@ impl JailFiles {
             .iter()
             .map(|(name, _)| (self.dir.join(name), Path::new("/etc").join(name)))
             .collect()
+    }
+}
+
+/// Removes the folders of pyexec processes that ended without dropping their
+/// sandbox (a killed server, a finished test binary): `pyexec-jail-<pid>-*`
+/// whose pid is gone. Only real directories are touched, never symlinks.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("pyexec-jail-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_dir = fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
+        if is_dir && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
