@@ -468,6 +468,11 @@ fn render_table(cases: &[Case]) -> String {
                 _ => format!("`{e}`"),
             })
             .collect();
+        let mut answer = answer.join(" or ");
+        if !case.forbid.is_empty() {
+            let forbid: Vec<String> = case.forbid.iter().map(|f| format!("`{f}`")).collect();
+            write!(answer, "; never shows {}", forbid.join(", ")).unwrap();
+        }
         let name = case.id.split_once('/').unwrap().1;
         writeln!(
             table,
@@ -475,7 +480,7 @@ fn render_table(cases: &[Case]) -> String {
             case.class,
             case.file,
             case.attack.replace('|', "\\|"),
-            answer.join(" or "),
+            answer,
             case.stopped_by.replace('|', "\\|")
         )
         .unwrap();

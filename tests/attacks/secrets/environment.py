@@ -3,6 +3,9 @@
 # stopped-by: the jail's environment is built from scratch (nsjail --env only)
 # expect: 200
 # result: {"unexpected": []}
+# forbid: CARGO_
+# forbid: RUST
+# forbid: /root
 import os
 
 ALLOWED = {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",

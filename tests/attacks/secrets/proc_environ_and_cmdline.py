@@ -1,8 +1,9 @@
-# attack: reads /proc/<pid>/environ and cmdline of every visible pid, hoping
+# attack: reads /proc/PID/environ and cmdline of every visible pid, hoping
 #   for the gateway's or nsjail's
 # stopped-by: pid namespace: the script is pid 1 and sees only its own tree
 # expect: 200
 # result: {"pids": [1], "environ_has_secret": false}
+# forbid: CARGO_
 import os
 
 
