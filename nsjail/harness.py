@@ -11,13 +11,16 @@ Protocol (the gateway's side is src/sandbox/frame.rs):
   stdout  / stderr are the script's own.
 
 Everything the report path needs is bound here, before the script runs, so a
-script that patches builtins, json or sys.modules cannot change how the frame is
-written. The gateway still parses the frame strictly and trusts nothing in it
-beyond its shape: the frame is at most what the script itself could return.
+script that patches builtins, json or sys.modules does not break how the frame
+is written. That is robustness, not the security boundary: the script runs in
+this same process and could rewrite the harness itself. The boundary is the
+gateway, which parses the frame strictly and trusts nothing in it beyond its
+shape: a frame is at most what the script itself could have returned.
 """
 
 import ast
 import json
+import json.encoder
 import os
 import sys
 import traceback
@@ -25,15 +28,49 @@ import types
 
 RESULT_FD = 3
 SCRIPT_FILENAME = "<script>"
-MAX_RESULT_DEPTH = 256
+# Below the gateway parser's own limit (serde_json stops at 128 levels, and
+# the frame adds one): a deeper result is refused here, with a clear message,
+# instead of arriving as a frame the gateway cannot read.
+MAX_RESULT_DEPTH = 100
+# JSON numbers the gateway reads exactly: anything wider would arrive rounded
+# through a float, or not at all (10**400 overflows it).
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
 
 _write = os.write
+_getattr = getattr
+_memoryview = memoryview
+_set = set
+_type_type = type
+_getpid = os.getpid
+_exit = os._exit
 _close = os.close
-_encode = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+
+
+
+def _make_encoder():
+    # The C encoder with the C string escaper, bound now: json's Python-level
+    # globals (encode_basestring, JSONEncoder.iterencode…) are looked up at
+    # call time, so a script patching them would otherwise garble the frame.
+    make = _getattr(json.encoder, "c_make_encoder", None)
+    escape = _getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or escape is None:
+        return json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode
+
+    def refuse(value):
+        raise TypeError("not JSON")
+
+    iterencode = make(None, refuse, escape, None, ":", ",", False, False, False)
+    join = "".join
+    return lambda value: join(iterencode(value, 0))
+
+
+_encode = _make_encoder()
 _isinstance = isinstance
 _type = type
 _str = str
 _float = float
+_int = int
 _dict = dict
 _list = list
 _tuple = tuple
@@ -52,8 +89,8 @@ class NotJson(Exception):
 def _numpy_scalar_type():
     # numpy is optional: when the script never imported it, no value can be one.
     numpy = sys.modules.get("numpy")
-    generic = getattr(numpy, "generic", None) if numpy is not None else None
-    return generic if _isinstance(generic, type) else None
+    generic = _getattr(numpy, "generic", None) if numpy is not None else None
+    return generic if _isinstance(generic, _type_type) else None
 
 
 def _to_json_value(value, numpy_generic, depth, seen):
@@ -71,6 +108,8 @@ def _to_json_value(value, numpy_generic, depth, seen):
     if value_type in _JSON_SCALARS:
         if value_type is _float and (value != value or value in _INFINITIES):
             raise NotJson("the result contains NaN or Infinity, which JSON cannot carry")
+        if value_type is _int and not _INT_MIN <= value <= _INT_MAX:
+            raise NotJson("the result contains an integer wider than 64 bits; return it as a string")
         return value
     if value_type in (_list, _tuple):
         key = _id(value)
@@ -101,10 +140,25 @@ def _to_json_value(value, numpy_generic, depth, seen):
     raise NotJson("main() returned a value of type %s, which is not JSON serializable" % value_type.__name__)
 
 
+_reporter_pid = None
+
+
 def _report(frame):
     _flush_output()
-    data = _encode(frame).encode("utf-8", "surrogatepass")
-    view = memoryview(data)
+    if _getpid() != _reporter_pid:
+        # A child the script forked has returned through main() too: only the
+        # process that started the run may report, so the child just leaves.
+        _exit(0)
+    text = _encode(frame)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate is not UTF-8: in a result it is refused; in an error
+        # report (a script's exception message) it is replaced.
+        if frame.get("status") == "ok":
+            text = _encode({"status": "non_json", "message": "the result contains a lone surrogate, which is not valid UTF-8"})
+        data = text.encode("utf-8", "replace")
+    view = _memoryview(data)
     while view:
         written = _write(RESULT_FD, view)
         view = view[written:]
@@ -143,8 +197,17 @@ def _has_top_level_main(tree):
     return "Script must contain a top-level main() function"
 
 
-def run():
-    payload = json.loads(sys.stdin.buffer.read())
+def read_request():
+    """The request (script and args) from stdin, read to EOF."""
+    return json.loads(sys.stdin.buffer.read())
+
+
+def run(payload=None):
+    """Runs one request; a warm runner passes the request it already read."""
+    global _reporter_pid
+    _reporter_pid = _getpid()
+    if payload is None:
+        payload = read_request()
     # The script gets an empty stdin, not the rest of the request.
     null_fd = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null_fd, 0)
@@ -193,7 +256,7 @@ def run():
         return
 
     try:
-        result = _to_json_value(value, _numpy_scalar_type(), 0, set())
+        result = _to_json_value(value, _numpy_scalar_type(), 0, _set())
     except NotJson as exc:
         _report({"status": "non_json", "message": _str(exc)})
         return
@@ -208,3 +271,8 @@ def run():
 
 if __name__ == "__main__":
     run()
+    # The report is written: the run is over. Leaving at once skips the
+    # script's atexit handlers (which could write again) and does not wait for
+    # threads it left running; the jail's teardown ends whatever remains.
+    _flush_output()
+    _exit(0)

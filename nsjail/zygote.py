@@ -18,7 +18,7 @@ own cgroup (memory, pids, CPU) before it writes that script, so no code of the
 request ever runs outside its limits, and kills the cgroup on timeout.
 
 Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
-  gateway → zygote  {"op": "run", "id", "cpu_seconds", "file_size_bytes", "tmpfs_bytes"}
+  gateway → zygote  {"op": "run", "id", "cpu_seconds", "file_size_bytes", "tmpfs_bytes", "tmpfs_inodes"}
                     with SCM_RIGHTS [stdin_r, stdout_w, stderr_w, result_w]
   zygote → gateway  {"op": "ready", "python"}                once, after the preload
                     {"op": "started", "id", "pid"}          G's pid in the zygote's pid ns
@@ -152,13 +152,21 @@ def runner(channel):
 
     if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
         fail("mount /proc")
-    tmpfs = ("size=%d,mode=1777" % int(request["tmpfs_bytes"])).encode()
+    tmpfs = ("size=%d,nr_inodes=%d,mode=1777" % (int(request["tmpfs_bytes"]), int(request["tmpfs_inodes"]))).encode()
     if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, tmpfs) != 0:
         fail("mount /tmp")
     for target, fd in enumerate(fds):
         if fd != target:
             os.dup2(fd, target)
             os.close(fd)
+    import harness
+    # The gateway writes the script only once this process is in the run's
+    # cgroup, so reading it is also the wait for that move.
+    payload = harness.read_request()
+    # A cgroup namespace rooted at the run's group: /proc/self/cgroup then
+    # shows "/" as in a cold run, not where the group sits on the host.
+    if libc.unshare(CLONE_NEWCGROUP) != 0:
+        fail("unshare cgroup")
     cpu = max(1, int(request["cpu_seconds"]))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     fsize = int(request["file_size_bytes"])
@@ -166,9 +174,7 @@ def runner(channel):
     lock_down()
     os.chdir("/tmp")
     reseed_random_generators()
-
-    import harness
-    harness.run()
+    harness.run(payload)
     os._exit(0)
 
 

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
     #[arg(long, env = "PYEXEC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a client has to send its request headers, and again its body,
+    /// in milliseconds; a slower one is cut off (the body with 408).
+    #[arg(long, env = "PYEXEC_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub read_timeout_ms: u64,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -93,6 +97,8 @@ pub struct ServeArgs {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Deadline for a request's headers, and again for its body.
+    pub read_timeout: Duration,
     pub sandbox: SandboxConfig,
     /// The bootstrap tenant's API key; generated at start when unset.
     pub bootstrap_api_key: Option<String>,
@@ -110,6 +116,7 @@ impl ServerConfig {
         Ok(Self {
             listen,
             max_body_bytes: args.max_body_bytes,
+            read_timeout: Duration::from_millis(args.read_timeout_ms.max(1)),
             sandbox: args.sandbox.to_config(),
             bootstrap_api_key: std::env::var("PYEXEC_API_KEY")
                 .ok()

@@ -60,15 +60,13 @@ import socket
 def main():
     results = {{}}
     for name, addr in [("gateway", ("127.0.0.1", {port})), ("public", ("8.8.8.8", 53)), ("metadata", ("169.254.169.254", 80))]:
-        s = socket.socket()
-        s.settimeout(2)
         try:
+            s = socket.socket()
+            s.settimeout(2)
             s.connect(addr)
             results[name] = "connected"
         except OSError as e:
             results[name] = type(e).__name__
-        finally:
-            s.close()
     try:
         socket.getaddrinfo("example.com", 80)
         results["dns"] = "resolved"

@@ -24,6 +24,8 @@ pub enum ApiError {
     Forbidden(String),
     TooLarge(String),
     UnsupportedMediaType(String),
+    /// The client did not send its body in time.
+    RequestTimeout(String),
     /// The script ran (or was compiled) and did not produce a result.
     Script(Box<ScriptFailure>),
     RateLimited {
@@ -52,6 +54,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Script(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooLarge(_) => "too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::RequestTimeout(_) => "request-timeout",
             ApiError::Script(failure) => failure.outcome.label(),
             ApiError::RateLimited { .. } => "rate-limited",
             ApiError::QuotaExceeded { .. } => "quota-exceeded",
@@ -86,6 +90,7 @@ impl ApiError {
             "forbidden" => "Forbidden",
             "too-large" => "Request too large",
             "unsupported-media-type" => "Unsupported media type",
+            "request-timeout" => "Request timeout",
             "syntax-error" => "Syntax error",
             "missing-main" => "Missing main function",
             "runtime-error" => "Runtime error",
@@ -107,7 +112,8 @@ impl ApiError {
             | ApiError::Unauthorized(d)
             | ApiError::Forbidden(d)
             | ApiError::TooLarge(d)
-            | ApiError::UnsupportedMediaType(d) => d.clone(),
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::RequestTimeout(d) => d.clone(),
             ApiError::Script(failure) => match &failure.outcome {
                 Outcome::SyntaxError { message, .. } => format!("Syntax error: {message}"),
                 Outcome::MissingMain(message) => format!("Validation error: {message}"),

@@ -118,7 +118,7 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let tenant = authenticate(&state.tenants, &headers)?;
     require_json(&headers)?;
-    let body = read_body(body, &headers, state.max_body_bytes).await?;
+    let body = read_body(body, &headers, state.max_body_bytes, state.read_timeout).await?;
     let request = ExecuteRequest::parse(&body, &tenant)?;
 
     let mut policy = tenant.sandbox.clone();
@@ -199,11 +199,14 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads at most `limit` bytes: a declared length over it is refused before
-/// reading, and a chunked body is cut off as soon as it passes it.
+/// reading, and a chunked body is cut off as soon as it passes it. The whole
+/// body must arrive within `deadline`, so a client trickling it cannot hold
+/// the connection open indefinitely.
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
+    deadline: Duration,
 ) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::TooLarge(format!(
@@ -217,7 +220,14 @@ async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await
+    else {
+        return Err(ApiError::RequestTimeout(format!(
+            "The request body did not arrive within {} ms.",
+            deadline.as_millis()
+        )));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

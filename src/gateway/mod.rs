@@ -9,14 +9,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -31,6 +35,8 @@ pub struct AppState {
     pub sandbox: Arc<Sandbox>,
     pub tenants: Arc<TenantRegistry>,
     pub max_body_bytes: usize,
+    /// How long a client has to send its request headers, and again its body.
+    pub read_timeout: Duration,
     pub draining: Arc<AtomicBool>,
 }
 
@@ -58,6 +64,7 @@ impl Application {
             sandbox: sandbox.clone(),
             tenants: Arc::new(TenantRegistry::with_bootstrap_key(&api_key)),
             max_body_bytes: config.max_body_bytes,
+            read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),
         };
         let listener = TcpListener::bind(config.listen).await?;
@@ -90,23 +97,58 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, marks the
     /// server as draining (so /readyz turns 503) and lets in-flight requests finish.
+    ///
+    /// hyper is driven directly rather than through `axum::serve`, which sets
+    /// no timer: without one a client that trickles its headers a byte at a
+    /// time holds its connection (and a task) forever. Here the headers must
+    /// arrive within `read_timeout`, and the body handler applies the same
+    /// deadline to the body.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let draining = self.state.draining.clone();
-        // Small JSON responses: without TCP_NODELAY, Nagle's algorithm and the
-        // client's delayed ACK add tens of milliseconds to keep-alive requests.
-        let listener = self.listener.tap_io(|stream| {
-            let _ = stream.set_nodelay(true);
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.store(true, Ordering::SeqCst);
-                tracing::info!("shutting down: no new connections, finishing in-flight runs");
-            })
-            .await?;
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.state.read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let service = TowerToHyperService::new(self.router);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        // Small JSON responses: without TCP_NODELAY, Nagle's
+                        // algorithm and the client's delayed ACK add tens of
+                        // milliseconds to keep-alive requests.
+                        let _ = stream.set_nodelay(true);
+                        stream
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: the listener
+                        // itself is fine, so wait a moment and go on.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                // A client that hangs up or sends garbage ends its own connection.
+                let _ = connection.await;
+            });
+        }
+        self.state.draining.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down: no new connections, finishing in-flight runs");
+        drop(self.listener);
+        graceful.shutdown().await;
         Ok(())
     }
 }

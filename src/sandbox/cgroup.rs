@@ -148,6 +148,28 @@ impl Cgroups {
         }
     }
 
+    fn instance_dirs(&self) -> Vec<&PathBuf> {
+        match &self.layout {
+            Layout::V1 {
+                memory,
+                pids,
+                cpuacct,
+            } => vec![memory, pids, cpuacct],
+            Layout::V2 { base } => vec![base],
+        }
+    }
+
+    /// Run groups that still exist under this instance, in any controller.
+    pub fn live_runs(&self) -> Vec<PathBuf> {
+        self.instance_dirs()
+            .into_iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+            .map(|e| e.path())
+            .collect()
+    }
+
     /// Creates the leaf group of one run with its limits set. A cold run's
     /// supervisor (nsjail) lives in the group too, so it gets one more pid:
     /// the script sees the same limit in both modes.
@@ -200,15 +222,7 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        let dirs: Vec<&PathBuf> = match &self.layout {
-            Layout::V1 {
-                memory,
-                pids,
-                cpuacct,
-            } => vec![memory, pids, cpuacct],
-            Layout::V2 { base } => vec![base],
-        };
-        for dir in dirs {
+        for dir in self.instance_dirs() {
             let _ = fs::remove_dir(dir);
         }
     }

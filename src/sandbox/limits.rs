@@ -54,7 +54,12 @@ pub struct JailPaths {
     /// Optional tenant-specific config loaded after the base one.
     pub extra_config: Option<PathBuf>,
     pub seccomp_policy: Option<PathBuf>,
+    /// The warm zygote's policy: the cold one without the namespace and
+    /// mount bans, which each runner stacks back on itself.
+    pub zygote_seccomp_policy: Option<PathBuf>,
     pub harness: PathBuf,
+    /// Files bound read-only into the jail: `(source, path in the jail)`.
+    pub extra_files: Vec<(PathBuf, PathBuf)>,
     /// The Python interpreter to run, e.g. `/opt/pyexec/python/bin/python3`.
     pub python_bin: PathBuf,
     /// The tree that holds the interpreter's environment (a venv or a prefix),
@@ -107,13 +112,17 @@ pub const JAIL_ZYGOTE_PATH: &str = "/pyexec/zygote.py";
 impl JailPaths {
     /// The parts every jail shares: configs, seccomp, the runtime and harness
     /// binds, the result/control fd, the log fd and the environment.
-    fn common_argv(&self, env: &[(String, String)]) -> Vec<OsString> {
+    fn common_argv(
+        &self,
+        seccomp_policy: Option<&PathBuf>,
+        env: &[(String, String)],
+    ) -> Vec<OsString> {
         let mut argv: Vec<OsString> = Vec::with_capacity(48);
         argv.extend(["--config".into(), self.base_config.clone().into()]);
         if let Some(extra) = &self.extra_config {
             argv.extend(["--config".into(), extra.clone().into()]);
         }
-        if let Some(policy) = &self.seccomp_policy {
+        if let Some(policy) = seccomp_policy {
             argv.extend(["--seccomp_policy".into(), policy.clone().into()]);
         }
         for flag in [
@@ -130,6 +139,10 @@ impl JailPaths {
         ] {
             argv.push(flag.into());
         }
+        for (src, dst) in &self.extra_files {
+            argv.push("--bindmount_ro".into());
+            argv.push(bind_spec(src, dst).into());
+        }
         for (key, value) in env {
             argv.push("--env".into());
             argv.push(format!("{key}={value}").into());
@@ -140,7 +153,7 @@ impl JailPaths {
     /// nsjail's argv for one cold run of the harness. No script text, argument
     /// or secret is ever on it: those travel on stdin.
     pub fn cold_argv(&self, limits: &Limits, env: &[(String, String)]) -> Vec<OsString> {
-        let mut argv = self.common_argv(env);
+        let mut argv = self.common_argv(self.seccomp_policy.as_ref(), env);
         // nsjail's own timer is a backstop two seconds behind the gateway's.
         let backstop = limits.wall_timeout.as_secs_f64().ceil() as u64 + 2;
         for flag in [
@@ -151,7 +164,11 @@ impl JailPaths {
             "--rlimit_fsize",
             &limits.file_size_bytes.div_ceil(MIB).max(1).to_string(),
             "--mount",
-            &format!("none:/tmp:tmpfs:size={},mode=1777", limits.tmpfs_bytes),
+            &format!(
+                "none:/tmp:tmpfs:size={},nr_inodes={},mode=1777",
+                limits.tmpfs_bytes,
+                tmpfs_inodes(limits.tmpfs_bytes)
+            ),
             "--",
         ] {
             argv.push(flag.into());
@@ -172,7 +189,7 @@ impl JailPaths {
         ready_runners: usize,
     ) -> Vec<OsString> {
         let zygote = self.harness.with_file_name("zygote.py");
-        let mut argv = self.common_argv(env);
+        let mut argv = self.common_argv(self.zygote_seccomp_policy.as_ref(), env);
         for flag in [
             "--proc_rw",
             "--time_limit",
@@ -197,6 +214,14 @@ impl JailPaths {
     }
 }
 
+/// Inodes of the run's `/tmp`: one per 2 KiB of its size (16,384 for the
+/// default 32 MiB). tmpfs would otherwise allow millions, and each costs
+/// kernel memory, so creating empty files ended in the memory limit instead
+/// of a plain ENOSPC on `/tmp`.
+pub fn tmpfs_inodes(tmpfs_bytes: u64) -> u64 {
+    (tmpfs_bytes / (2 * KIB)).max(1024)
+}
+
 fn bind_spec(src: &Path, dst: &Path) -> String {
     format!("{}:{}", src.display(), dst.display())
 }
@@ -211,7 +236,9 @@ mod tests {
             base_config: "/cfg/base.cfg".into(),
             extra_config: None,
             seccomp_policy: Some("/cfg/seccomp.kafel".into()),
+            zygote_seccomp_policy: Some("/cfg/seccomp-zygote.kafel".into()),
             harness: "/cfg/harness.py".into(),
+            extra_files: vec![("/run/x/hosts".into(), "/etc/hosts".into())],
             python_bin: "/opt/py/bin/python3".into(),
             python_root: "/opt/py".into(),
         }
@@ -242,7 +269,7 @@ mod tests {
         assert_eq!(value_after(&argv, "--log_fd"), ["4"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=33554432,mode=1777"]
+            ["none:/tmp:tmpfs:size=33554432,nr_inodes=16384,mode=1777"]
         );
         assert_eq!(
             value_after(&argv, "--seccomp_policy"),
@@ -265,7 +292,7 @@ mod tests {
         assert_eq!(value_after(&argv, "--rlimit_fsize"), ["2"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=4194304,mode=1777"]
+            ["none:/tmp:tmpfs:size=4194304,nr_inodes=2048,mode=1777"]
         );
     }
 
@@ -274,7 +301,11 @@ mod tests {
         let argv = argv_strings(&Limits::default(), &[]);
         assert_eq!(
             value_after(&argv, "--bindmount_ro"),
-            ["/opt/py:/opt/py", "/cfg/harness.py:/pyexec/harness.py"]
+            [
+                "/opt/py:/opt/py",
+                "/cfg/harness.py:/pyexec/harness.py",
+                "/run/x/hosts:/etc/hosts"
+            ]
         );
         let separator = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(
@@ -294,6 +325,10 @@ mod tests {
             .map(|s| s.into_string().unwrap())
             .collect();
         assert_eq!(value_after(&argv, "--time_limit"), ["0"]);
+        assert_eq!(
+            value_after(&argv, "--seccomp_policy"),
+            ["/cfg/seccomp-zygote.kafel"]
+        );
         assert!(argv.contains(&"--proc_rw".to_string()));
         assert!(value_after(&argv, "--bindmount_ro")
             .contains(&"/cfg/zygote.py:/pyexec/zygote.py".to_string()));

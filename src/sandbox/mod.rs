@@ -4,6 +4,7 @@
 mod capture;
 pub mod cgroup;
 mod frame;
+mod jail_files;
 pub mod limits;
 mod warm;
 
@@ -24,6 +25,7 @@ pub use limits::{JailPaths, Limits, KIB, MIB};
 pub use warm::{WarmConfig, WarmPoolStatus};
 
 use capture::{read_capped, Captured};
+use jail_files::JailFiles;
 
 /// How a run gets its interpreter: a fresh nsjail and Python per run
 /// (`cold`), or a fork of a pre-started jailed interpreter (`warm`).
@@ -207,6 +209,8 @@ pub struct SandboxStatus {
 
 pub struct Sandbox {
     paths: JailPaths,
+    /// Owns the folder the harness, zygote and `/etc` files are bound from.
+    _jail_files: Option<JailFiles>,
     cgroups: Option<Arc<Cgroups>>,
     warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
@@ -244,12 +248,26 @@ impl Sandbox {
             }
         };
         let python_root = python_root(&config.python_bin);
+        let jail_files = if problems.is_empty() {
+            JailFiles::create(&config.nsjail_dir.join("harness.py"))
+                .map_err(|e| problems.push(e))
+                .ok()
+        } else {
+            None
+        };
         let paths = JailPaths {
             nsjail_bin: config.nsjail_bin.clone(),
             base_config: config.nsjail_dir.join("base.cfg"),
             extra_config: None,
             seccomp_policy: Some(config.nsjail_dir.join("seccomp.kafel")).filter(|p| p.exists()),
-            harness: config.nsjail_dir.join("harness.py"),
+            zygote_seccomp_policy: jail_files.as_ref().and_then(JailFiles::zygote_policy),
+            harness: jail_files
+                .as_ref()
+                .map_or_else(|| config.nsjail_dir.join("harness.py"), JailFiles::harness),
+            extra_files: jail_files
+                .as_ref()
+                .map(JailFiles::etc_binds)
+                .unwrap_or_default(),
             python_bin: config.python_bin.clone(),
             python_root,
         };
@@ -278,6 +296,7 @@ impl Sandbox {
         });
         Arc::new(Self {
             paths,
+            _jail_files: jail_files,
             cgroups,
             warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
@@ -385,6 +404,16 @@ impl Sandbox {
         self.run_once(job, policy).await
     }
 
+    /// The cgroups of runs that still exist, as `controller/instance/run-N`
+    /// paths. Empty whenever no run is in flight; tests use it to prove that
+    /// nothing of a finished run is left behind.
+    pub fn live_run_cgroups(&self) -> Vec<PathBuf> {
+        self.cgroups
+            .as_ref()
+            .map(|c| c.live_runs())
+            .unwrap_or_default()
+    }
+
     /// Runs that are waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -455,7 +484,10 @@ impl Sandbox {
             None => self.run_cold(job, limits, &paths, &run_cgroup).await,
         };
         let usage = run_cgroup.usage();
-        tokio::task::spawn_blocking(move || run_cgroup.destroy());
+        // Awaited, not detached: no process of this run may outlive its
+        // response (a double-forked, setsid'd child included), and the
+        // attack corpus checks that nothing of it is left when the answer arrives.
+        let _ = tokio::task::spawn_blocking(move || run_cgroup.destroy()).await;
         let raw = raw?;
         let outcome = conclude(&raw, limits);
         let mut report = RunReport {

@@ -315,6 +315,7 @@ impl WarmPool {
             "cpu_seconds": limits.cpu_seconds,
             "file_size_bytes": limits.file_size_bytes,
             "tmpfs_bytes": limits.tmpfs_bytes,
+            "tmpfs_inodes": super::limits::tmpfs_inodes(limits.tmpfs_bytes),
         })
         .to_string();
         let fds = [

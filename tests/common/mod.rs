@@ -2,12 +2,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pyexec::config::ServerConfig;
 use pyexec::gateway::Application;
-use pyexec::sandbox::{SandboxConfig, SandboxMode};
+use pyexec::sandbox::{Sandbox, SandboxConfig, SandboxMode};
 use serde_json::{json, Value};
 
 pub const API_KEY: &str = "pyx_test_key_for_the_integration_suite";
@@ -47,6 +47,7 @@ pub fn server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: 1024 * 1024,
+        read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
         bootstrap_api_key: Some(API_KEY.to_string()),
     }
@@ -55,6 +56,8 @@ pub fn server_config() -> ServerConfig {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
+    /// The server's own sandbox, for checks on what runs leave behind.
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl TestServer {
@@ -70,11 +73,11 @@ impl TestServer {
                 .unwrap();
             runtime.block_on(async move {
                 let app = Application::build(config).await.expect("server builds");
-                tx.send(app.port()).unwrap();
+                tx.send((app.port(), app.sandbox())).unwrap();
                 app.run_until(std::future::pending()).await.unwrap();
             });
         });
-        let port = rx.recv().expect("server reports its port");
+        let (port, sandbox) = rx.recv().expect("server reports its port");
         let server = Self {
             base: format!("http://127.0.0.1:{port}"),
             // No pooled connections: each test has its own runtime, and a
@@ -84,6 +87,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
+            sandbox,
         };
         if wait_ready {
             server.wait_ready();
