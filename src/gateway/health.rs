@@ -16,6 +16,7 @@ use super::AppState;
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let sandbox = state.sandbox.status();
     let ready = state.sandbox.is_ready();
+    let (cache_entries, cache_bytes) = state.cache.stats();
     let body = json!({
         "status": if ready { "healthy" } else { "unhealthy" },
         "nsjail": sandbox.nsjail,
@@ -28,6 +29,13 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "problems": sandbox.problems,
             "max_concurrent": sandbox.max_concurrent,
             "queue_depth": state.sandbox.queue_depth(),
+            "runs_started": state.sandbox.runs_started(),
+        },
+        "policies": state.policies.status(),
+        "cache": {
+            "enabled": state.cache.is_enabled(),
+            "entries": cache_entries,
+            "weighted_bytes": cache_bytes,
         },
     });
     let status = if ready {
