@@ -75,6 +75,7 @@ fn rsa_key_pair(dir: &PolicyDir) -> (Vec<u8>, Vec<u8>) {
 fn auth_policies() -> PolicyDir {
     let dir = PolicyDir::new();
     dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, ""));
+    dir.write("off", &tenant_yaml("off", BETA_KEY, "  disabled: true\n"));
     dir.write_file("hs.secret", HMAC_SECRET.as_bytes());
     dir.write(
         "hs",
@@ -109,6 +110,10 @@ async fn auth_matrix_no_token_malformed_unknown_removed_key_valid_key_and_valid_
         .execute_with_key(ok_body(), ALPHA_KEY)
         .await
         .assert_ok();
+    server
+        .execute_with_key(ok_body(), BETA_KEY)
+        .await
+        .assert_problem(403, "forbidden");
     let token = sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(HMAC_SECRET.as_bytes()),
@@ -548,7 +553,7 @@ async fn health_reports_each_policy_revision() {
     let server = TestServer::start(policy_server_config(dir.path()), false);
     let health = server.health().await;
     let tenants = health["policies"]["tenants"].as_object().unwrap();
-    assert_eq!(tenants.len(), 2);
+    assert_eq!(tenants.len(), 3);
     assert_eq!(tenants["alpha"].as_str().unwrap().len(), 16);
     assert_eq!(health["policies"]["revision"].as_str().unwrap().len(), 16);
 }

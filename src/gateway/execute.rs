@@ -123,6 +123,13 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
         Ok(tenant) => tenant,
         Err(e) => return e.into_response(),
     };
+    if tenant.disabled {
+        return ApiError::Forbidden(format!(
+            "The tenant `{}` is disabled by its policy.",
+            tenant.name
+        ))
+        .into_response();
+    }
     // Rate first (before the body is read): a flood costs as little as possible.
     let rate = match &tenant.rate_limit {
         Some(policy) => Some((policy, state.rate.check(&tenant.name, policy).await)),

@@ -25,6 +25,9 @@ pub const BOOTSTRAP_TENANT: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: String,
+    /// A disabled tenant's valid credentials get 403, not 401: the caller
+    /// learns the tenant is switched off rather than that its key is wrong.
+    pub disabled: bool,
     pub sandbox: SandboxPolicy,
     pub max_script_bytes: usize,
     /// Content hash of the policy file (`builtin` for the bootstrap tenant);
@@ -44,6 +47,7 @@ impl Tenant {
     pub fn bootstrap() -> Self {
         Self {
             name: BOOTSTRAP_TENANT.into(),
+            disabled: false,
             sandbox: SandboxPolicy::default(),
             max_script_bytes: 10 * KIB as usize,
             revision: "builtin".into(),

@@ -44,6 +44,9 @@ struct Metadata {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Spec {
+    /// Keeps the file (and its keys known) but refuses its requests with 403.
+    #[serde(default)]
+    disabled: bool,
     #[serde(default)]
     auth: AuthSpec,
     rate_limit: Option<RateLimitSpec>,
@@ -311,6 +314,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
     };
     Ok(Tenant {
         name,
+        disabled: spec.disabled,
         sandbox,
         max_script_bytes,
         revision: revision_of(text),
