@@ -557,3 +557,87 @@ async fn health_reports_each_policy_revision() {
     assert_eq!(tenants["alpha"].as_str().unwrap().len(), 16);
     assert_eq!(health["policies"]["revision"].as_str().unwrap().len(), 16);
 }
+
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    // The layout Kubernetes mounts: files link into `..data`, which links to
+    // a timestamped folder; an update makes a new folder and renames a new
+    // `..data` link over the old one. Only the top folder sees that rename.
+    let dir = PolicyDir::new();
+    let root = dir.path();
+    let publish = |version: &str, spec_extra: &str| {
+        let folder = root.join(format!("..{version}"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(
+            folder.join("alpha.yaml"),
+            tenant_yaml("alpha", ALPHA_KEY, spec_extra),
+        )
+        .unwrap();
+        let tmp = root.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+        std::fs::rename(&tmp, root.join("..data")).unwrap();
+    };
+    publish("v1", "  sandbox: {maxScriptBytes: 100}\n");
+    std::os::unix::fs::symlink("..data/alpha.yaml", root.join("alpha.yaml")).unwrap();
+    let server = TestServer::start(policy_server_config(root), true);
+    let body = json!({ "script": format!("def main():\n    return 2\n# {}\n", "x".repeat(150)) });
+    server
+        .execute_with_key(body.clone(), ALPHA_KEY)
+        .await
+        .assert_problem(413, "too-large");
+
+    let before = server.policy_revision().await;
+    publish("v2", "  sandbox: {maxScriptBytes: 1000}\n");
+    server
+        .wait_for_policies(|p| p["revision"] != before.as_str())
+        .await;
+    assert_eq!(
+        server.execute_with_key(body, ALPHA_KEY).await.assert_ok(),
+        &json!(2)
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_what_the_watcher_cannot_see() {
+    // A secret rotated in a subfolder changes no file the (non-recursive)
+    // watcher looks at; SIGHUP is how an operator says "reload now".
+    let dir = PolicyDir::new();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let old_secret = "the-old-hmac-secret-of-at-least-32-bytes!";
+    let new_secret = "the-new-hmac-secret-of-at-least-32-bytes!";
+    dir.write_file("secrets/hs.secret", old_secret.as_bytes());
+    dir.write(
+        "hs",
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: hs\nspec:\n  auth:\n    jwt:\n      issuer: https://rotating.example\n      algorithms: [HS256]\n      hmacSecretFile: secrets/hs.secret\n",
+    );
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let token = |secret: &str| {
+        sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(secret.as_bytes()),
+            &json!({"iss": "https://rotating.example", "exp": now() + 600}),
+        )
+    };
+    server
+        .execute_with_key(ok_body(), &token(old_secret))
+        .await
+        .assert_ok();
+
+    let reloads = server.health().await["policies"]["reloads"]
+        .as_u64()
+        .unwrap();
+    dir.write_file("secrets/hs.secret", new_secret.as_bytes());
+    // SAFETY: signalling our own process; the server installed a handler.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    server
+        .wait_for_policies(|p| p["reloads"].as_u64() > Some(reloads))
+        .await;
+    server
+        .execute_with_key(ok_body(), &token(new_secret))
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(ok_body(), &token(old_secret))
+        .await
+        .assert_problem(401, "unauthorized");
+}
