@@ -504,6 +504,16 @@ async fn hot_reload_changes_a_limit_without_restart_and_a_broken_file_keeps_the_
         .execute_with_key(body.clone(), ALPHA_KEY)
         .await
         .assert_ok();
+    // Reading the folder must not itself look like a change: no reloads
+    // happen while nothing is edited. The pause only gives a feedback loop
+    // (a reload every debounce of 150 ms) time to show; a correct watcher
+    // passes whatever the pause.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        server.health().await["policies"]["reloads"],
+        policies["reloads"],
+        "the watcher reacts to its own reads"
+    );
 
     // A typo: the reload is refused, logged and reported; the last good
     // policy stays in force.

@@ -132,7 +132,7 @@ impl PolicyStore {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher_tx = tx.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            if is_change(&event) {
                 let _ = watcher_tx.send(());
             }
         })
@@ -172,6 +172,22 @@ impl PolicyStore {
     }
 }
 
+/// Reading the folder (as a reload does) makes open/close events; reacting
+/// to those would reload forever. A writer closing a file is a change (it
+/// marks a finished in-place edit), and so is everything else: create,
+/// modify, rename, remove, and watcher errors, to be safe.
+fn is_change(event: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match event {
+        Ok(event) => match event.kind {
+            notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            notify::EventKind::Access(_) => false,
+            _ => true,
+        },
+        Err(_) => true,
+    }
+}
+
 fn status_of(tenants: &[Tenant], reloads: u64) -> ReloadStatus {
     let tenants: std::collections::BTreeMap<String, String> = tenants
         .iter()
@@ -189,5 +205,31 @@ fn status_of(tenants: &[Tenant], reloads: u64) -> ReloadStatus {
         tenants,
         reloads,
         last_error: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+    use notify::{Event, EventKind};
+
+    #[test]
+    fn reads_are_not_changes_but_writes_renames_and_removals_are() {
+        let event = |kind| Ok(Event::new(kind));
+        assert!(!is_change(&event(EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        )))));
+        assert!(!is_change(&event(EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        )))));
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Remove(notify::event::RemoveKind::File),
+        ] {
+            assert!(is_change(&event(kind)), "{kind:?}");
+        }
     }
 }
