@@ -234,7 +234,7 @@ fn keys_new(tenant: &str) -> ExitCode {
     println!(
         "      - sha256: {}\n        description: \"created {}\"",
         hex::encode(hash_api_key(&key)),
-        unix_now()
+        utc_date(unix_now())
     );
     ExitCode::SUCCESS
 }
@@ -303,6 +303,21 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `YYYY-MM-DD` (UTC) of a Unix time, by Howard Hinnant's days-to-civil
+/// algorithm; a date crate for one line of output is not worth it.
+fn utc_date(unix_secs: u64) -> String {
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// `90`, `90s`, `15m`, `1h` or `7d`.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -329,4 +344,24 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 fn print_problem(body: &serde_json::Value, code: u8) -> ExitCode {
     println!("{}", serde_json::to_string_pretty(body).expect("JSON"));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates_and_ttls_parse_as_documented() {
+        assert_eq!(super::utc_date(0), "1970-01-01");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29");
+        assert_eq!(super::utc_date(1_795_748_587), "2026-11-27");
+        assert_eq!(
+            super::parse_ttl("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            super::parse_ttl("90"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert!(super::parse_ttl("0s").is_err());
+        assert!(super::parse_ttl("1y").is_err());
+    }
 }
