@@ -71,6 +71,18 @@ fn rsa_key_pair(dir: &PolicyDir) -> (Vec<u8>, Vec<u8>) {
     (private_pem, std::fs::read(&public).unwrap())
 }
 
+/// A server whose rate limits run on a clock the test moves: time passes
+/// only when the test says so, so no sleeps and no flakes.
+fn server_with_rate_clock(dir: &PolicyDir) -> (TestServer, FakeRelativeClock) {
+    let clock = FakeRelativeClock::default();
+    let mut config = policy_server_config(dir.path());
+    config.stores = Stores {
+        rate: Arc::new(InMemoryRateStore::with_clock(clock.clone())),
+        ..Stores::default()
+    };
+    (TestServer::start(config, true), clock)
+}
+
 /// The `alpha` tenant (API key) plus the `hs` tenant (HS256 JWTs).
 fn auth_policies() -> PolicyDir {
     let dir = PolicyDir::new();
@@ -250,30 +262,11 @@ async fn jwt_attacks_are_refused_with_401() {
 #[tokio::test]
 async fn rate_limit_burst_then_429_then_recovery_and_x_forwarded_for_changes_nothing() {
     let dir = PolicyDir::new();
-    dir.write(
-        "alpha",
-        &tenant_yaml(
-            "alpha",
-            ALPHA_KEY,
-            "  rateLimit: {requestsPerSecond: 1, burst: 2}\n",
-        ),
-    );
-    dir.write(
-        "beta",
-        &tenant_yaml(
-            "beta",
-            BETA_KEY,
-            "  rateLimit: {requestsPerSecond: 1, burst: 2}\n",
-        ),
-    );
-    // Time moves only when the test says so: no sleeps, no flakes.
-    let clock = FakeRelativeClock::default();
-    let mut config = policy_server_config(dir.path());
-    config.stores = Stores {
-        rate: Arc::new(InMemoryRateStore::with_clock(clock.clone())),
-        ..Stores::default()
-    };
-    let server = TestServer::start(config, true);
+    for (name, key) in [("alpha", ALPHA_KEY), ("beta", BETA_KEY)] {
+        let limit = "  rateLimit: {requestsPerSecond: 1, burst: 2}\n";
+        dir.write(name, &tenant_yaml(name, key, limit));
+    }
+    let (server, clock) = server_with_rate_clock(&dir);
 
     let first = server.execute_with_key(ok_body(), ALPHA_KEY).await;
     first.assert_ok();
@@ -650,4 +643,39 @@ async fn sighup_reloads_what_the_watcher_cannot_see() {
         .execute_with_key(ok_body(), &token(old_secret))
         .await
         .assert_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_cache_hit_spends_rate_budget_but_no_quota() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml(
+            "alpha",
+            ALPHA_KEY,
+            "  rateLimit: {requestsPerSecond: 1, burst: 2}\n  quota: {executionsPerDay: 1}\n  cache: {enabled: true}\n",
+        ),
+    );
+    let (server, clock) = server_with_rate_clock(&dir);
+
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    // The one execution of the day is spent, yet the hit is served: it runs nothing.
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let state = r.header("ratelimit").unwrap();
+    assert!(
+        state.starts_with("\"burst\";r=0;t=2, \"daily\";r=0;t="),
+        "{state}"
+    );
+    // …but it did spend the rate budget.
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_problem(429, "rate-limited");
+    clock.advance(Duration::from_secs(1));
+    server
+        .execute_with_key(json!({"script": "def main():\n    return 2"}), ALPHA_KEY)
+        .await
+        .assert_problem(429, "quota-exceeded");
 }
