@@ -29,7 +29,8 @@ for arg in "$@"; do
 done
 
 packages=(python3 python3-venv ca-certificates)
-[ "$with_rust" = 1 ] && packages+=(gcc make pkg-config curl git)
+# openssl: the tenancy tests make their RSA keys with its CLI.
+[ "$with_rust" = 1 ] && packages+=(gcc make pkg-config curl git openssl)
 [ "$with_redis" = 1 ] && packages+=(redis-server)
 missing=()
 for p in "${packages[@]}"; do

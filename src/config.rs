@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::gateway::Stores;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
 
 /// Where the jail's parts live; shared by `serve` and `run`.
@@ -88,6 +89,12 @@ pub struct ServeArgs {
     /// in milliseconds; a slower one is cut off (the body with 408).
     #[arg(long, env = "PYEXEC_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub read_timeout_ms: u64,
+    /// Folder of tenant policy files (`*.yaml`), watched for changes.
+    #[arg(long, env = "PYEXEC_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+    /// Result cache size in bytes (0 turns the cache off).
+    #[arg(long, env = "PYEXEC_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_bytes: u64,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -102,6 +109,11 @@ pub struct ServerConfig {
     pub sandbox: SandboxConfig,
     /// The bootstrap tenant's API key; generated at start when unset.
     pub bootstrap_api_key: Option<String>,
+    /// Tenant policies folder; `None` serves the bootstrap tenant only.
+    pub policies_dir: Option<PathBuf>,
+    /// Result cache capacity in bytes; 0 turns it off.
+    pub cache_bytes: u64,
+    pub stores: Stores,
 }
 
 impl ServerConfig {
@@ -121,6 +133,9 @@ impl ServerConfig {
             bootstrap_api_key: std::env::var("PYEXEC_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
+            policies_dir: Some(args.policies.clone()),
+            cache_bytes: args.cache_bytes,
+            stores: Stores::default(),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The `pyexec` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use pyexec::config::{SandboxArgs, ServeArgs, ServerConfig};
 use pyexec::gateway::{success_body, Application};
 use pyexec::sandbox::{Job, Sandbox};
 use pyexec::telemetry::{self, LogFormat};
-use pyexec::tenants::Tenant;
+use pyexec::tenants::policy::{self, LoadContext};
+use pyexec::tenants::{generate_api_key, hash_api_key, Tenant};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,51 @@ enum Command {
     Serve(ServeArgs),
     /// Run one script through the sandbox and print the API's JSON for it.
     Run(RunArgs),
+    /// Tenant policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Mint an HS256 JWT for a tenant whose policy has an HMAC secret (local use, tests).
+    Token(TokenArgs),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate every policy in a folder; exits 1 on any error.
+    Check {
+        /// The policies folder.
+        dir: PathBuf,
+        /// Folder that tenant `nsjailConfig` files are looked up in.
+        #[arg(long, env = "PYEXEC_NSJAIL_DIR", default_value = "nsjail")]
+        nsjail_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random API key and the line to paste into the tenant's policy.
+    New {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(long)]
+    tenant: String,
+    /// Lifetime, e.g. 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// The `sub` claim.
+    #[arg(long, default_value = "pyexec-cli")]
+    subject: String,
+    #[arg(long, env = "PYEXEC_POLICIES", default_value = "policies")]
+    policies: PathBuf,
+    #[arg(long, env = "PYEXEC_NSJAIL_DIR", default_value = "nsjail")]
+    nsjail_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -65,6 +111,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Run(args) => run(args).await,
+            Command::Policy(PolicyCommand::Check { dir, nsjail_dir }) => {
+                policy_check(&dir, nsjail_dir)
+            }
+            Command::Keys(KeysCommand::New { tenant }) => keys_new(&tenant),
+            Command::Token(args) => token(args),
         }
     })
 }
@@ -156,7 +207,161 @@ async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
+fn policy_check(dir: &Path, nsjail_dir: PathBuf) -> ExitCode {
+    let ctx = LoadContext { nsjail_dir };
+    match policy::load_dir(dir, &ctx) {
+        Ok(tenants) => {
+            for t in &tenants {
+                println!("ok  {:<24} {}  ({})", t.name, t.revision, t.source);
+            }
+            println!("{} tenant policies are valid", tenants.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s) in {}", errors.len(), dir.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keys_new(tenant: &str) -> ExitCode {
+    let key = generate_api_key();
+    println!("API key for tenant {tenant} (shown once; give it to the client, keep it nowhere else):\n\n  {key}\n");
+    println!("Paste under spec.auth.apiKeys in the tenant's policy:\n");
+    println!(
+        "      - sha256: {}\n        description: \"created {}\"",
+        hex::encode(hash_api_key(&key)),
+        utc_date(unix_now())
+    );
+    ExitCode::SUCCESS
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("pyexec token: {message}");
+        ExitCode::from(2)
+    };
+    let ctx = LoadContext {
+        nsjail_dir: args.nsjail_dir,
+    };
+    let tenants = match policy::load_dir(&args.policies, &ctx) {
+        Ok(t) => t,
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return fail(format!("invalid policies:\n  {}", lines.join("\n  ")));
+        }
+    };
+    let Some(tenant) = tenants.into_iter().find(|t| t.name == args.tenant) else {
+        return fail(format!(
+            "no tenant `{}` in {}",
+            args.tenant,
+            args.policies.display()
+        ));
+    };
+    let Some(jwt) = &tenant.jwt else {
+        return fail(format!("tenant `{}` has no spec.auth.jwt", tenant.name));
+    };
+    let (Some(secret), true) = (
+        &jwt.hmac_secret,
+        jwt.algorithms.contains(&jsonwebtoken::Algorithm::HS256),
+    ) else {
+        return fail(format!(
+            "tenant `{}` does not accept HS256 with an HMAC secret; mint its tokens with its identity provider",
+            tenant.name
+        ));
+    };
+    let now = unix_now();
+    let mut claims = serde_json::json!({
+        "iss": jwt.issuer,
+        "sub": args.subject,
+        "iat": now,
+        "nbf": now,
+        "exp": now + args.ttl.as_secs(),
+    });
+    if let Some(aud) = &jwt.audience {
+        claims["aud"] = aud.clone().into();
+    }
+    match jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("cannot sign: {e}")),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time, by Howard Hinnant's days-to-civil
+/// algorithm; a date crate for one line of output is not worth it.
+fn utc_date(unix_secs: u64) -> String {
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `90`, `90s`, `15m`, `1h` or `7d`.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 90s, 15m, 1h or 7d"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    match n.checked_mul(unit_secs) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("`{text}` must be a positive duration")),
+    }
+}
+
 fn print_problem(body: &serde_json::Value, code: u8) -> ExitCode {
     println!("{}", serde_json::to_string_pretty(body).expect("JSON"));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates_and_ttls_parse_as_documented() {
+        assert_eq!(super::utc_date(0), "1970-01-01");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29");
+        assert_eq!(super::utc_date(1_795_748_587), "2026-11-27");
+        assert_eq!(
+            super::parse_ttl("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(
+            super::parse_ttl("90"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert!(super::parse_ttl("0s").is_err());
+        assert!(super::parse_ttl("1y").is_err());
+    }
 }

@@ -71,3 +71,89 @@ fn run_exits_2_on_usage_errors_and_a_missing_sandbox() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nsjail is not at"));
 }
+
+fn pyexec(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn policy_check_accepts_the_shipped_examples_and_names_file_field_and_reason() {
+    let repo = common::repo_path("");
+    let policies = repo.join("policies");
+    let nsjail = repo.join("nsjail");
+    let output = pyexec(&[
+        "policy",
+        "check",
+        policies.to_str().unwrap(),
+        "--nsjail-dir",
+        nsjail.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let dir = common::PolicyDir::new();
+    dir.write(
+        "broken",
+        &common::tenant_yaml(
+            "broken",
+            "k",
+            "  rateLimit: {requestsPerSecond: 5, brust: 1}\n",
+        ),
+    );
+    let output = pyexec(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.yaml: spec.rateLimit: unknown field `brust`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keys_new_prints_a_key_and_the_hash_to_paste() {
+    let output = pyexec(&["keys", "new", "--tenant", "acme"]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let key = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("pyx_"))
+        .unwrap();
+    let hash = hex::encode(pyexec::tenants::hash_api_key(key));
+    assert!(stdout.contains(&format!("- sha256: {hash}")), "{stdout}");
+}
+
+#[tokio::test]
+async fn token_mints_an_hs256_jwt_the_server_accepts() {
+    let dir = common::PolicyDir::new();
+    dir.write_file("secret", b"a-local-hmac-secret-that-is-long-enough-1234");
+    dir.write(
+        "local",
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: local\nspec:\n  auth:\n    jwt:\n      issuer: local-dev\n      algorithms: [HS256]\n      hmacSecretFile: secret\n",
+    );
+    let policies = dir.path().to_str().unwrap();
+    let output = pyexec(&[
+        "token",
+        "--tenant",
+        "local",
+        "--ttl",
+        "1h",
+        "--policies",
+        policies,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3);
+
+    let server = common::TestServer::start(common::policy_server_config(dir.path()), true);
+    server
+        .execute_with_key(
+            serde_json::json!({"script": "def main():\n    return 7"}),
+            &token,
+        )
+        .await
+        .assert_ok();
+
+    let output = pyexec(&["token", "--tenant", "nobody", "--policies", policies]);
+    assert_eq!(output.status.code(), Some(2));
+}

@@ -10,14 +10,16 @@ use crate::sandbox::{Outcome, Output};
 
 pub const PROBLEM_BASE: &str = "https://pyexec.dev/problems/";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ScriptFailure {
     pub outcome: Outcome,
     pub stdout: Output,
     pub stderr: Output,
 }
 
-#[derive(Debug)]
+/// Clone: a single-flight run's failure is handed to every request that
+/// waited for it.
+#[derive(Debug, Clone)]
 pub enum ApiError {
     InvalidRequest(String),
     Unauthorized(String),

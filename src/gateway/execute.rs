@@ -1,19 +1,24 @@
-//! `POST /execute`: validate, authenticate, run, answer.
+//! `POST /execute`: authenticate, rate-limit, validate, then answer from the
+//! cache or run (within the daily quota).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
 
 use super::auth::authenticate;
+use super::cache::{self, CachedResult};
 use super::error::{ApiError, ScriptFailure};
+use super::ratelimit::{self, ceil_secs};
 use super::AppState;
-use crate::sandbox::{Job, Outcome, RunReport, SandboxError};
+use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
 use crate::tenants::Tenant;
 
 /// A validated `/execute` request.
@@ -111,15 +116,63 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
-pub async fn execute(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    // One registry snapshot per request: a reload never changes it mid-way.
+    let registry = state.policies.registry();
+    let tenant = match authenticate(&registry, &headers) {
+        Ok(tenant) => tenant,
+        Err(e) => return e.into_response(),
+    };
+    if tenant.disabled {
+        return ApiError::Forbidden(format!(
+            "The tenant `{}` is disabled by its policy.",
+            tenant.name
+        ))
+        .into_response();
+    }
+    // Rate first (before the body is read): a flood costs as little as possible.
+    let rate = match &tenant.rate_limit {
+        Some(policy) => Some((policy, state.rate.check(&tenant.name, policy).await)),
+        None => None,
+    };
+    let mut response = match rate {
+        Some((policy, decision)) if !decision.allowed => ApiError::RateLimited {
+            detail: format!(
+                "The tenant's rate limit of {} requests per second (burst {}) is reached; retry after {} s.",
+                policy.requests_per_second,
+                policy.burst,
+                ceil_secs(decision.retry_after).max(1)
+            ),
+            retry_after_secs: ceil_secs(decision.retry_after),
+        }
+        .into_response(),
+        _ => match run_request(&state, &tenant, &headers, body).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        },
+    };
+    let quota = if tenant.quota.executions_per_day.is_some() {
+        Some(state.quota.usage(&tenant.name).await)
+    } else {
+        None
+    };
+    response.headers_mut().extend(ratelimit::headers(
+        rate.as_ref().map(|(policy, decision)| (*policy, decision)),
+        quota.map(|usage| (&tenant.quota, usage.executions, usage.resets_in)),
+    ));
+    response
+}
+
+/// Validates the body, then answers from the cache or runs the script.
+async fn run_request(
+    state: &AppState,
+    tenant: &Arc<Tenant>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&state.tenants, &headers)?;
-    require_json(&headers)?;
-    let body = read_body(body, &headers, state.max_body_bytes, state.read_timeout).await?;
-    let request = ExecuteRequest::parse(&body, &tenant)?;
+    require_json(headers)?;
+    let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
+    let request = ExecuteRequest::parse(&body, tenant)?;
 
     let mut policy = tenant.sandbox.clone();
     if let Some(ms) = request.timeout_ms {
@@ -129,36 +182,115 @@ pub async fn execute(
         script: request.script,
         args: request.args,
     };
-    let report = state
-        .sandbox
-        .execute(&job, &policy)
+    // The runtime version is part of the key: a Python upgrade must not
+    // serve results computed by the old one.
+    let runtime = state.sandbox.status().python;
+    let cacheable = tenant.cache.enabled
+        && request.cache != Some(false)
+        && !no_cache_requested(headers)
+        && state.cache.is_enabled();
+    let (Some(cache), Some(runtime), true) = (state.cache.inner(), runtime, cacheable) else {
+        let body = run_job(state, tenant, &job, &policy).await?;
+        return Ok(json_response(Bytes::from(body.to_string()), "BYPASS"));
+    };
+    let key = cache::key(tenant, &runtime, &job.script, &job.args);
+    let ran_here = AtomicBool::new(false);
+    // Single flight: concurrent requests with this key wait for one run.
+    // Only `Ok` values are stored, so failures are never cached.
+    let cached = cache
+        .try_get_with(key, async {
+            ran_here.store(true, Ordering::Relaxed);
+            let body = run_job(state, tenant, &job, &policy).await?;
+            Ok::<_, ApiError>(Arc::new(CachedResult {
+                body: Bytes::from(body.to_string()),
+                ttl: tenant.cache.ttl,
+            }))
+        })
         .await
-        .map_err(|e| match e {
-            SandboxError::Unavailable(reason) => {
-                tracing::error!(reason = %reason, "sandbox unavailable");
-                ApiError::Unavailable {
-                    detail: "The sandbox is unavailable; GET /health says why.".into(),
-                    retry_after_secs: 5,
-                }
-            }
-            SandboxError::Saturated => ApiError::Unavailable {
-                detail: "Every sandbox is busy and the queue is full; retry shortly.".into(),
-                retry_after_secs: 1,
-            },
-            SandboxError::LaunchFailed(reason) => {
-                tracing::error!(reason = %reason, "sandbox launch failed");
-                ApiError::Unavailable {
-                    detail: "The sandbox could not start this run; retry shortly.".into(),
-                    retry_after_secs: 1,
-                }
-            }
+        .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|arc| (*arc).clone()))?;
+    let label = if ran_here.load(Ordering::Relaxed) {
+        "MISS"
+    } else {
+        "HIT"
+    };
+    Ok(json_response(cached.body.clone(), label))
+}
+
+/// One real run, charged to the tenant's daily quota.
+async fn run_job(
+    state: &AppState,
+    tenant: &Tenant,
+    job: &Job,
+    policy: &SandboxPolicy,
+) -> Result<Value, ApiError> {
+    state
+        .quota
+        .begin_execution(&tenant.name, &tenant.quota)
+        .await
+        .map_err(|denied| ApiError::QuotaExceeded {
+            detail: denied.detail,
+            retry_after_secs: ceil_secs(denied.retry_after),
         })?;
-    let body = success_body(report)?;
-    let mut response = Json(body).into_response();
+    let report = match state.sandbox.execute(job, policy).await {
+        Ok(report) => report,
+        Err(e) => {
+            // Nothing ran: the execution is not charged.
+            state.quota.cancel_execution(&tenant.name).await;
+            return Err(sandbox_error(e));
+        }
+    };
+    state
+        .quota
+        .add_cpu_time(&tenant.name, report.usage.cpu_time)
+        .await;
+    success_body(report)
+}
+
+fn sandbox_error(e: SandboxError) -> ApiError {
+    match e {
+        SandboxError::Unavailable(reason) => {
+            tracing::error!(reason = %reason, "sandbox unavailable");
+            ApiError::Unavailable {
+                detail: "The sandbox is unavailable; GET /health says why.".into(),
+                retry_after_secs: 5,
+            }
+        }
+        SandboxError::Saturated => ApiError::Unavailable {
+            detail: "Every sandbox is busy and the queue is full; retry shortly.".into(),
+            retry_after_secs: 1,
+        },
+        SandboxError::LaunchFailed(reason) => {
+            tracing::error!(reason = %reason, "sandbox launch failed");
+            ApiError::Unavailable {
+                detail: "The sandbox could not start this run; retry shortly.".into(),
+                retry_after_secs: 1,
+            }
+        }
+    }
+}
+
+/// `Cache-Control: no-cache` (or `no-store`) from the client forces a run.
+fn no_cache_requested(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store")
+        })
+}
+
+fn json_response(body: Bytes, x_cache: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert("x-cache", HeaderValue::from_static(x_cache));
     response
-        .headers_mut()
-        .insert("x-cache", HeaderValue::from_static("BYPASS"));
-    Ok(response)
 }
 
 /// The 200 body of the API contract, or the problem a failed run becomes.

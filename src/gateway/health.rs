@@ -16,6 +16,7 @@ use super::AppState;
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let sandbox = state.sandbox.status();
     let ready = state.sandbox.is_ready();
+    let (cache_entries, cache_bytes) = state.cache.stats();
     let body = json!({
         "status": if ready { "healthy" } else { "unhealthy" },
         "nsjail": sandbox.nsjail,
@@ -30,6 +31,13 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "queue_depth": state.sandbox.queue_depth(),
             "warm_self_test": sandbox.warm_self_test,
             "warm_pool": sandbox.warm_pool,
+            "runs_started": state.sandbox.runs_started(),
+        },
+        "policies": state.policies.status(),
+        "cache": {
+            "enabled": state.cache.is_enabled(),
+            "entries": cache_entries,
+            "weighted_bytes": cache_bytes,
         },
     });
     let status = if ready {

@@ -1,9 +1,12 @@
 //! The HTTP gateway: router, handlers and the state they share.
 
 mod auth;
+pub mod cache;
 pub mod error;
 mod execute;
 mod health;
+pub mod quota;
+pub mod ratelimit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,21 +26,52 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+pub use auth::JWT_LEEWAY_SECS;
 pub use error::ApiError;
 pub use execute::{success_body, ExecuteRequest};
 
 use crate::config::ServerConfig;
 use crate::sandbox::Sandbox;
-use crate::tenants::TenantRegistry;
+use crate::tenants::policy::LoadContext;
+use crate::tenants::PolicyStore;
+use cache::ResultCache;
+use quota::{InMemoryQuotaStore, QuotaStore};
+use ratelimit::{InMemoryRateStore, RateStore};
 
 #[derive(Clone)]
 pub struct AppState {
     pub sandbox: Arc<Sandbox>,
-    pub tenants: Arc<TenantRegistry>,
+    pub policies: Arc<PolicyStore>,
+    pub rate: Arc<dyn RateStore>,
+    pub quota: Arc<dyn QuotaStore>,
+    pub cache: ResultCache,
     pub max_body_bytes: usize,
     /// How long a client has to send its request headers, and again its body.
     pub read_timeout: Duration,
     pub draining: Arc<AtomicBool>,
+}
+
+/// Where rate-limit and quota state lives (in memory unless replaced, e.g.
+/// by tests that move the clock, or later by a shared store).
+#[derive(Clone)]
+pub struct Stores {
+    pub rate: Arc<dyn RateStore>,
+    pub quota: Arc<dyn QuotaStore>,
+}
+
+impl Default for Stores {
+    fn default() -> Self {
+        Self {
+            rate: Arc::new(InMemoryRateStore::new()),
+            quota: Arc::new(InMemoryQuotaStore::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").finish_non_exhaustive()
+    }
 }
 
 /// A bound, not yet serving gateway. Tests build it on port 0 and ask for the
@@ -59,10 +93,25 @@ impl Application {
                 (key.clone(), Some(key))
             }
         };
+        let policies = PolicyStore::load(
+            config.policies_dir.clone(),
+            LoadContext {
+                nsjail_dir: config.sandbox.nsjail_dir.clone(),
+            },
+            api_key,
+        )
+        .map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid tenant policies:\n  {}", lines.join("\n  "))
+        })?;
+        policies.spawn_watchers();
         let sandbox = Sandbox::new(config.sandbox);
         let state = AppState {
             sandbox: sandbox.clone(),
-            tenants: Arc::new(TenantRegistry::with_bootstrap_key(&api_key)),
+            policies,
+            rate: config.stores.rate,
+            quota: config.stores.quota,
+            cache: ResultCache::new(config.cache_bytes),
             max_body_bytes: config.max_body_bytes,
             read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),

@@ -11,7 +11,7 @@ mod warm;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -216,6 +216,9 @@ pub struct Sandbox {
     jail_env: Vec<(String, String)>,
     slots: Semaphore,
     waiting: AtomicUsize,
+    /// Jails started for requests (not the self-test): lets tests and
+    /// `/health` see that a cache hit started none.
+    runs_started: AtomicU64,
     config: SandboxConfig,
     status: RwLock<SandboxStatus>,
 }
@@ -302,6 +305,7 @@ impl Sandbox {
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
             slots: Semaphore::new(config.max_concurrent.max(1)),
             waiting: AtomicUsize::new(0),
+            runs_started: AtomicU64::new(0),
             config,
             status: RwLock::new(status),
         })
@@ -401,6 +405,7 @@ impl Sandbox {
             return Err(SandboxError::Unavailable(reason));
         }
         let _permit = self.acquire_slot().await?;
+        self.runs_started.fetch_add(1, Ordering::Relaxed);
         self.run_once(job, policy).await
     }
 
@@ -412,6 +417,11 @@ impl Sandbox {
             .as_ref()
             .map(|c| c.live_runs())
             .unwrap_or_default()
+    }
+
+    /// Jails started by [`Sandbox::execute`] since the start.
+    pub fn runs_started(&self) -> u64 {
+        self.runs_started.load(Ordering::Relaxed)
     }
 
     /// Runs that are waiting for a slot right now.

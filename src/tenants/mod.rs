@@ -1,9 +1,21 @@
-//! Tenants: who may run scripts, and with which sandbox limits.
+//! Tenants: who may run scripts, with which credentials, limits and cache.
+//!
+//! A tenant comes from a policy file (`policy`) or is the built-in bootstrap
+//! tenant. The live set is a [`TenantRegistry`] snapshot held by a
+//! [`PolicyStore`], swapped whole on reload (`reload`).
 
+pub mod policy;
+pub mod reload;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use jsonwebtoken::{Algorithm, DecodingKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use reload::{PolicyStore, ReloadStatus};
 
 use crate::sandbox::{SandboxPolicy, KIB};
 
@@ -13,18 +25,84 @@ pub const BOOTSTRAP_TENANT: &str = "default";
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub name: String,
+    /// A disabled tenant's valid credentials get 403, not 401: the caller
+    /// learns the tenant is switched off rather than that its key is wrong.
+    pub disabled: bool,
     pub sandbox: SandboxPolicy,
     pub max_script_bytes: usize,
+    /// Content hash of the policy file (`builtin` for the bootstrap tenant);
+    /// part of every cache key.
+    pub revision: String,
+    /// The policy's file name, for messages.
+    pub source: String,
+    pub api_key_hashes: Vec<KeyHash>,
+    pub jwt: Option<JwtPolicy>,
+    /// `None`: no request-rate limit.
+    pub rate_limit: Option<RateLimitPolicy>,
+    pub quota: QuotaPolicy,
+    pub cache: CachePolicy,
 }
 
 impl Tenant {
     pub fn bootstrap() -> Self {
         Self {
             name: BOOTSTRAP_TENANT.into(),
+            disabled: false,
             sandbox: SandboxPolicy::default(),
             max_script_bytes: 10 * KIB as usize,
+            revision: "builtin".into(),
+            source: "built-in".into(),
+            api_key_hashes: Vec::new(),
+            jwt: None,
+            rate_limit: None,
+            quota: QuotaPolicy::default(),
+            // Off: scripts may be non-deterministic; a policy opts in.
+            cache: CachePolicy {
+                enabled: false,
+                ttl: policy::DEFAULT_CACHE_TTL,
+            },
         }
     }
+}
+
+#[derive(Clone)]
+pub struct JwtPolicy {
+    pub issuer: String,
+    pub audience: Option<String>,
+    /// Pinned: a token whose header names anything else is refused.
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+    /// Kept only so that `pyexec token` can mint HS* tokens locally.
+    pub hmac_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for JwtPolicy {
+    // Never prints key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtPolicy")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitPolicy {
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaPolicy {
+    pub executions_per_day: Option<u64>,
+    pub cpu_seconds_per_day: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    pub enabled: bool,
+    pub ttl: Duration,
 }
 
 pub type KeyHash = [u8; 32];
@@ -33,17 +111,43 @@ pub fn hash_api_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// Every tenant the gateway knows, found by the hash of a presented key.
+/// Every tenant the gateway knows, found by the hash of a presented key or by
+/// a JWT's issuer. Immutable: a reload builds a new one.
 #[derive(Debug, Default)]
 pub struct TenantRegistry {
     api_keys: Vec<(KeyHash, Arc<Tenant>)>,
+    issuers: BTreeMap<String, Arc<Tenant>>,
+    tenants: BTreeMap<String, Arc<Tenant>>,
 }
 
 impl TenantRegistry {
     pub fn with_bootstrap_key(api_key: &str) -> Self {
-        Self {
-            api_keys: vec![(hash_api_key(api_key), Arc::new(Tenant::bootstrap()))],
+        Self::new(Some(api_key), Vec::new())
+    }
+
+    /// The bootstrap tenant (when it has a key) plus the policy tenants.
+    pub fn new(bootstrap_key: Option<&str>, tenants: Vec<Tenant>) -> Self {
+        let mut registry = Self::default();
+        if let Some(key) = bootstrap_key {
+            let mut tenant = Tenant::bootstrap();
+            tenant.api_key_hashes = vec![hash_api_key(key)];
+            registry.insert(tenant);
         }
+        for tenant in tenants {
+            registry.insert(tenant);
+        }
+        registry
+    }
+
+    fn insert(&mut self, tenant: Tenant) {
+        let tenant = Arc::new(tenant);
+        for hash in &tenant.api_key_hashes {
+            self.api_keys.push((*hash, tenant.clone()));
+        }
+        if let Some(jwt) = &tenant.jwt {
+            self.issuers.insert(jwt.issuer.clone(), tenant.clone());
+        }
+        self.tenants.insert(tenant.name.clone(), tenant);
     }
 
     /// Compares the presented key's hash with every known hash in constant
@@ -57,6 +161,20 @@ impl TenantRegistry {
             }
         }
         found
+    }
+
+    /// The tenant whose JWT issuer is `iss` (issuers are public, no secret
+    /// is compared here).
+    pub fn find_by_issuer(&self, iss: &str) -> Option<Arc<Tenant>> {
+        self.issuers.get(iss).cloned()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.get(name).cloned()
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
     }
 }
 

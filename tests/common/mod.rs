@@ -1,7 +1,7 @@
 //! A real gateway on a random port with the real nsjail sandbox, for tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,63 @@ pub fn server_config() -> ServerConfig {
         read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
         bootstrap_api_key: Some(API_KEY.to_string()),
+        policies_dir: None,
+        cache_bytes: 16 * 1024 * 1024,
+        stores: Default::default(),
     }
+}
+
+/// A server that also serves the tenants of a policies folder.
+pub fn policy_server_config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        policies_dir: Some(dir.to_path_buf()),
+        ..server_config()
+    }
+}
+
+/// A temporary policies folder.
+pub struct PolicyDir {
+    dir: tempfile::TempDir,
+}
+
+impl PolicyDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<name>.yaml` by rename, as a ConfigMap update does, so the
+    /// watcher never reads half a file.
+    pub fn write(&self, name: &str, yaml: &str) {
+        let tmp = self.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.path().join(format!("{name}.yaml"))).unwrap();
+    }
+
+    /// Writes any other file (keys, secrets) and returns its path.
+    pub fn write_file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.path().join(format!("{name}.yaml"))).unwrap();
+    }
+}
+
+/// A tenant policy with one API key and `spec_extra` (YAML lines indented
+/// by two spaces, e.g. `"  cache: {enabled: true}\n"`).
+pub fn tenant_yaml(name: &str, api_key: &str, spec_extra: &str) -> String {
+    format!(
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  auth:\n    apiKeys:\n      - sha256: {}\n{spec_extra}",
+        hex::encode(pyexec::tenants::hash_api_key(api_key))
+    )
 }
 
 pub struct TestServer {
@@ -116,15 +172,60 @@ impl TestServer {
     }
 
     pub async fn execute_with_key(&self, body: Value, key: &str) -> Response {
-        let response = self
-            .client
-            .post(self.url("/execute"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .expect("request is answered");
-        Response::read(response).await
+        self.execute_with(body, Some(key), &[]).await
+    }
+
+    /// `POST /execute` with an optional bearer token and extra headers.
+    pub async fn execute_with(
+        &self,
+        body: Value,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = self.client.post(self.url("/execute")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Response::read(request.send().await.expect("request is answered")).await
+    }
+
+    pub async fn health(&self) -> Value {
+        let response = self.client.get(self.url("/health")).send().await.unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// Jails started for requests so far (from `/health`).
+    pub async fn runs_started(&self) -> u64 {
+        self.health().await["sandbox"]["runs_started"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub async fn policy_revision(&self) -> String {
+        self.health().await["policies"]["revision"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Waits until `/health` reports a reload outcome that `done` accepts
+    /// (the watcher reacts asynchronously; the deadline only bounds a hang).
+    pub async fn wait_for_policies(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let policies = self.health().await["policies"].clone();
+            if done(&policies) {
+                return policies;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "policies never reached the expected state: {policies}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs a script and returns the response.

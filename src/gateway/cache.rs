@@ -1,0 +1,180 @@
+//! Result cache: successful results only, byte-weighted, per-tenant TTL, and
+//! single flight (concurrent identical requests share one run).
+//!
+//! The key is a SHA-256 over the tenant, its policy revision, the runtime
+//! version, the script and the canonical `args`, so one tenant can never read
+//! another's result and any policy or runtime change starts a fresh key space.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::future::Cache;
+use moka::Expiry;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::tenants::Tenant;
+
+pub type CacheKey = [u8; 32];
+
+/// A cached 200 body and how long it may be served.
+#[derive(Debug)]
+pub struct CachedResult {
+    pub body: Bytes,
+    pub ttl: Duration,
+}
+
+struct TenantTtl;
+
+impl Expiry<CacheKey, Arc<CachedResult>> for TenantTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedResult>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+#[derive(Clone)]
+pub struct ResultCache {
+    /// `None` when the server's cache size is 0.
+    inner: Option<Cache<CacheKey, Arc<CachedResult>>>,
+}
+
+impl ResultCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let inner = (max_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_key: &CacheKey, value: &Arc<CachedResult>| {
+                    u32::try_from(value.body.len() + 64).unwrap_or(u32::MAX)
+                })
+                .expire_after(TenantTtl)
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    pub fn inner(&self) -> Option<&Cache<CacheKey, Arc<CachedResult>>> {
+        self.inner.as_ref()
+    }
+
+    /// (entries, weighted bytes) for `/health`; approximate by design.
+    pub fn stats(&self) -> (u64, u64) {
+        self.inner
+            .as_ref()
+            .map_or((0, 0), |c| (c.entry_count(), c.weighted_size()))
+    }
+}
+
+/// The cache key of a request.
+pub fn key(tenant: &Tenant, runtime: &str, script: &str, args: &Map<String, Value>) -> CacheKey {
+    let mut hasher = Sha256::new();
+    // Length-prefixed parts: no two different inputs share a byte stream.
+    for part in [
+        b"pyexec-cache-v1".as_slice(),
+        tenant.name.as_bytes(),
+        tenant.revision.as_bytes(),
+        runtime.as_bytes(),
+        script.as_bytes(),
+        canonical_json(&Value::Object(args.clone())).as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// JSON with object keys sorted at every level, so `{"a":1,"b":2}` and
+/// `{"b":2,"a":1}` are the same request whatever the map's order.
+pub fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical_json(v)))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_key_depends_on_tenant_revision_runtime_script_and_args_but_not_key_order() {
+        let a = Tenant::bootstrap();
+        let base = key(
+            &a,
+            "3.11.2",
+            "s",
+            &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+        );
+        let same = key(
+            &a,
+            "3.11.2",
+            "s",
+            &args(json!({"y": {"a": 2, "b": 1}, "x": 1})),
+        );
+        assert_eq!(base, same);
+        let mut b = Tenant::bootstrap();
+        b.name = "other".into();
+        let mut revised = Tenant::bootstrap();
+        revised.revision = "abc".into();
+        for other in [
+            key(
+                &b,
+                "3.11.2",
+                "s",
+                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+            ),
+            key(
+                &revised,
+                "3.11.2",
+                "s",
+                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+            ),
+            key(
+                &a,
+                "3.12.0",
+                "s",
+                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+            ),
+            key(
+                &a,
+                "3.11.2",
+                "t",
+                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+            ),
+            key(
+                &a,
+                "3.11.2",
+                "s",
+                &args(json!({"x": 2, "y": {"b": 1, "a": 2}})),
+            ),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+}

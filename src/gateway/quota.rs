@@ -1,0 +1,191 @@
+//! Daily quotas per tenant: executions and sandbox CPU-seconds, per UTC day.
+//!
+//! CPU time is what the run's cgroup measured (`RunUsage::cpu_time`), never
+//! what the script reports. An execution is reserved before the run (so
+//! concurrent requests cannot all slip under the limit) and handed back if
+//! the sandbox never started it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::tenants::QuotaPolicy;
+
+const DAY_SECS: u64 = 86_400;
+
+/// Today's use of one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaUsage {
+    pub executions: u64,
+    pub cpu: Duration,
+    /// Until the next UTC midnight, when both counters start again.
+    pub resets_in: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaDenied {
+    pub detail: String,
+    pub retry_after: Duration,
+}
+
+/// Where quota counters live. In memory per instance today; a shared store
+/// (Redis: INCR with an expiry at midnight) can replace it later.
+#[async_trait]
+pub trait QuotaStore: Send + Sync + 'static {
+    /// Counts one execution for today unless a limit is already reached.
+    async fn begin_execution(
+        &self,
+        tenant: &str,
+        quota: &QuotaPolicy,
+    ) -> Result<QuotaUsage, QuotaDenied>;
+    /// Hands back an execution that never ran (the sandbox was unavailable).
+    async fn cancel_execution(&self, tenant: &str);
+    /// Adds the CPU time a run used.
+    async fn add_cpu_time(&self, tenant: &str, cpu: Duration);
+    async fn usage(&self, tenant: &str) -> QuotaUsage;
+}
+
+/// The wall clock, replaceable in tests to cross midnight at will.
+pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Day {
+    index: u64,
+    executions: u64,
+    cpu: Duration,
+}
+
+pub struct InMemoryQuotaStore {
+    clock: WallClock,
+    days: Mutex<HashMap<String, Day>>,
+}
+
+impl Default for InMemoryQuotaStore {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(SystemTime::now))
+    }
+}
+
+impl InMemoryQuotaStore {
+    pub fn with_clock(clock: WallClock) -> Self {
+        Self {
+            clock,
+            days: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Today's UTC day number and the time left in it.
+    fn today(&self) -> (u64, Duration) {
+        let since_epoch = (self.clock)()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let index = since_epoch.as_secs() / DAY_SECS;
+        let midnight = Duration::from_secs((index + 1) * DAY_SECS);
+        (index, midnight.saturating_sub(since_epoch))
+    }
+
+    /// Runs `f` on the tenant's counters for today (a new day starts at zero).
+    fn with_day<T>(&self, tenant: &str, f: impl FnOnce(&mut Day, Duration) -> T) -> T {
+        let (index, resets_in) = self.today();
+        let mut days = self.days.lock().unwrap();
+        let day = days.entry(tenant.to_string()).or_default();
+        if day.index != index {
+            *day = Day {
+                index,
+                ..Day::default()
+            };
+        }
+        f(day, resets_in)
+    }
+}
+
+fn usage_of(day: &Day, resets_in: Duration) -> QuotaUsage {
+    QuotaUsage {
+        executions: day.executions,
+        cpu: day.cpu,
+        resets_in,
+    }
+}
+
+#[async_trait]
+impl QuotaStore for InMemoryQuotaStore {
+    async fn begin_execution(
+        &self,
+        tenant: &str,
+        quota: &QuotaPolicy,
+    ) -> Result<QuotaUsage, QuotaDenied> {
+        self.with_day(tenant, |day, resets_in| {
+            if let Some(limit) = quota.executions_per_day {
+                if day.executions >= limit {
+                    return Err(QuotaDenied {
+                        detail: format!(
+                            "The tenant has used its {limit} executions for today (UTC); the quota resets at midnight UTC."
+                        ),
+                        retry_after: resets_in,
+                    });
+                }
+            }
+            if let Some(limit) = quota.cpu_seconds_per_day {
+                if day.cpu >= Duration::from_secs(limit) {
+                    return Err(QuotaDenied {
+                        detail: format!(
+                            "The tenant has used its {limit} CPU-seconds for today (UTC); the quota resets at midnight UTC."
+                        ),
+                        retry_after: resets_in,
+                    });
+                }
+            }
+            day.executions += 1;
+            Ok(usage_of(day, resets_in))
+        })
+    }
+
+    async fn cancel_execution(&self, tenant: &str) {
+        self.with_day(tenant, |day, _| {
+            day.executions = day.executions.saturating_sub(1)
+        });
+    }
+
+    async fn add_cpu_time(&self, tenant: &str, cpu: Duration) {
+        self.with_day(tenant, |day, _| day.cpu += cpu);
+    }
+
+    async fn usage(&self, tenant: &str) -> QuotaUsage {
+        self.with_day(tenant, |day, resets_in| usage_of(day, resets_in))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[tokio::test]
+    async fn limits_hold_until_utc_midnight_then_reset() {
+        // 23:59:00 UTC on some day.
+        let now = Arc::new(AtomicU64::new(20_000 * DAY_SECS + DAY_SECS - 60));
+        let clock_now = now.clone();
+        let store = InMemoryQuotaStore::with_clock(Arc::new(move || {
+            UNIX_EPOCH + Duration::from_secs(clock_now.load(Ordering::SeqCst))
+        }));
+        let quota = QuotaPolicy {
+            executions_per_day: Some(2),
+            cpu_seconds_per_day: Some(1),
+        };
+        store.begin_execution("a", &quota).await.unwrap();
+        store.begin_execution("a", &quota).await.unwrap();
+        let denied = store.begin_execution("a", &quota).await.unwrap_err();
+        assert_eq!(denied.retry_after, Duration::from_secs(60));
+        // A cancelled run gives its execution back.
+        store.cancel_execution("a").await;
+        store.begin_execution("a", &quota).await.unwrap();
+        now.fetch_add(60, Ordering::SeqCst);
+        store.begin_execution("a", &quota).await.unwrap();
+        store.add_cpu_time("a", Duration::from_millis(1500)).await;
+        let denied = store.begin_execution("a", &quota).await.unwrap_err();
+        assert!(denied.detail.contains("CPU-seconds"), "{}", denied.detail);
+        assert_eq!(store.usage("a").await.executions, 1);
+    }
+}

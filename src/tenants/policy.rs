@@ -1,0 +1,689 @@
+//! Tenant policy files: one YAML document per tenant, shaped like a
+//! Kubernetes object so it can live in a ConfigMap and be reviewed in git.
+//!
+//! Parsing is strict (`deny_unknown_fields` everywhere): a typo must never
+//! silently leave a limit at its default. Every error names the file, the
+//! field and the reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{CachePolicy, JwtPolicy, KeyHash, QuotaPolicy, RateLimitPolicy, Tenant};
+use crate::sandbox::{Limits, SandboxMode, SandboxPolicy, KIB, MIB};
+
+pub const API_VERSION: &str = "pyexec.dev/v1";
+pub const KIND: &str = "Tenant";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PolicyFile {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    /// Accepted (and ignored) so that files can carry Kubernetes-style labels.
+    #[serde(default)]
+    #[allow(dead_code)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    /// Keeps the file (and its keys known) but refuses its requests with 403.
+    #[serde(default)]
+    disabled: bool,
+    #[serde(default)]
+    auth: AuthSpec,
+    rate_limit: Option<RateLimitSpec>,
+    #[serde(default)]
+    quota: QuotaSpec,
+    #[serde(default)]
+    sandbox: SandboxSpec,
+    #[serde(default)]
+    cache: CacheSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AuthSpec {
+    #[serde(default)]
+    api_keys: Vec<ApiKeySpec>,
+    jwt: Option<JwtSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ApiKeySpec {
+    /// Hex SHA-256 of the key (`pyexec keys new` prints it). Never the key.
+    sha256: String,
+    /// Free text, e.g. who holds the key; helps rotation.
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JwtSpec {
+    issuer: String,
+    audience: Option<String>,
+    algorithms: Vec<String>,
+    hmac_secret_env: Option<String>,
+    hmac_secret_file: Option<PathBuf>,
+    public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RateLimitSpec {
+    requests_per_second: f64,
+    burst: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct QuotaSpec {
+    executions_per_day: Option<u64>,
+    cpu_seconds_per_day: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SandboxSpec {
+    mode: Option<SandboxMode>,
+    wall_timeout_ms: Option<u64>,
+    cpu_seconds: Option<u64>,
+    #[serde(rename = "memoryMiB")]
+    memory_mib: Option<u64>,
+    max_pids: Option<u64>,
+    max_script_bytes: Option<u64>,
+    max_output_bytes: Option<u64>,
+    max_result_bytes: Option<u64>,
+    #[serde(rename = "tmpfsMiB")]
+    tmpfs_mib: Option<u64>,
+    #[serde(rename = "fileSizeMiB")]
+    file_size_mib: Option<u64>,
+    nsjail_config: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CacheSpec {
+    #[serde(default)]
+    enabled: bool,
+    ttl_seconds: Option<u64>,
+}
+
+/// Default script size limit, the same as the bootstrap tenant's.
+pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = 10 * KIB;
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// What reading one file needs besides the file.
+#[derive(Debug, Clone)]
+pub struct LoadContext {
+    /// Folder holding `base.cfg`; a policy's `nsjailConfig` names a file in it.
+    pub nsjail_dir: PathBuf,
+}
+
+/// One file's problems, already phrased as `file: field: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError(pub String);
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The files of a policies folder that are tenant policies: `*.yaml` and
+/// `*.yml`, not hidden. ConfigMap mounts keep their real files under hidden
+/// `..data`/`..<timestamp>` folders and link them from the top, so the top
+/// level is what counts.
+pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        // Follows symlinks: ConfigMap files are links into `..data`.
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every policy in `dir`. All or nothing: one bad file fails the whole
+/// folder, so a half-applied change never reaches the gateway.
+pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<Vec<Tenant>, Vec<PolicyError>> {
+    let files = policy_files(dir).map_err(|e| {
+        vec![PolicyError(format!(
+            "cannot read the policies folder {}: {e}",
+            dir.display()
+        ))]
+    })?;
+    let mut tenants: Vec<Tenant> = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        match load_file(file, ctx) {
+            Ok(tenant) => tenants.push(tenant),
+            Err(e) => errors.push(e),
+        }
+    }
+    // Cross-file rules: names, issuers and keys each belong to one tenant.
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut issuers: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut keys: BTreeMap<KeyHash, &str> = BTreeMap::new();
+    for tenant in &tenants {
+        let file = tenant.source.as_str();
+        if let Some(other) = names.insert(&tenant.name, file) {
+            errors.push(PolicyError(format!(
+                "{file}: metadata.name: tenant `{}` is also defined in {other}",
+                tenant.name
+            )));
+        }
+        if let Some(jwt) = &tenant.jwt {
+            if let Some(other) = issuers.insert(&jwt.issuer, file) {
+                errors.push(PolicyError(format!(
+                    "{file}: spec.auth.jwt.issuer: issuer `{}` is also used in {other}; tokens are routed to their tenant by issuer",
+                    jwt.issuer
+                )));
+            }
+        }
+        for hash in &tenant.api_key_hashes {
+            if let Some(other) = keys.insert(*hash, file) {
+                errors.push(PolicyError(format!(
+                    "{file}: spec.auth.apiKeys: the key {} is also listed in {other}",
+                    hex::encode(hash)
+                )));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(tenants)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads and validates one policy file.
+pub fn load_file(path: &Path, ctx: &LoadContext) -> Result<Tenant, PolicyError> {
+    // Errors name the file, not the host folder: they may reach /health.
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let text = std::fs::read(path).map_err(|e| PolicyError(format!("{file}: cannot read: {e}")))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &file, base, ctx).map_err(|e| PolicyError(format!("{file}: {e}")))
+}
+
+/// Parses a policy document. `base` resolves relative key file paths.
+pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<Tenant, String> {
+    // serde_yaml's messages carry the field path and the line.
+    let doc: PolicyFile = serde_yaml::from_slice(text).map_err(|e| e.to_string())?;
+    if doc.api_version != API_VERSION {
+        return Err(format!(
+            "apiVersion: must be `{API_VERSION}`, not `{}`",
+            doc.api_version
+        ));
+    }
+    if doc.kind != KIND {
+        return Err(format!("kind: must be `{KIND}`, not `{}`", doc.kind));
+    }
+    let name = doc.metadata.name;
+    if !valid_name(&name) {
+        return Err(format!(
+            "metadata.name: `{name}` must be 1-63 lowercase letters, digits or '-', starting with a letter"
+        ));
+    }
+    if name == super::BOOTSTRAP_TENANT {
+        return Err(format!(
+            "metadata.name: `{name}` is reserved for the built-in bootstrap tenant"
+        ));
+    }
+    let spec = doc.spec;
+    let mut api_key_hashes = Vec::new();
+    for (i, key) in spec.auth.api_keys.iter().enumerate() {
+        let hash = parse_key_hash(&key.sha256)
+            .map_err(|reason| format!("spec.auth.apiKeys[{i}].sha256: {reason}"))?;
+        api_key_hashes.push(hash);
+    }
+    let jwt = spec.auth.jwt.map(|jwt| jwt_policy(jwt, base)).transpose()?;
+    if api_key_hashes.is_empty() && jwt.is_none() {
+        return Err(
+            "spec.auth: the tenant has no credential; add apiKeys (see `pyexec keys new`) or jwt"
+                .into(),
+        );
+    }
+    let rate_limit = spec
+        .rate_limit
+        .map(|r| {
+            if !(r.requests_per_second.is_finite()
+                && r.requests_per_second > 0.0
+                && r.requests_per_second <= 1_000_000.0)
+            {
+                return Err(format!(
+                    "spec.rateLimit.requestsPerSecond: must be above 0 and at most 1000000, not {}",
+                    r.requests_per_second
+                ));
+            }
+            if r.burst == 0 {
+                return Err("spec.rateLimit.burst: must be at least 1".to_string());
+            }
+            Ok(RateLimitPolicy {
+                requests_per_second: r.requests_per_second,
+                burst: r.burst,
+            })
+        })
+        .transpose()?;
+    let quota = QuotaPolicy {
+        executions_per_day: positive(spec.quota.executions_per_day, "spec.quota.executionsPerDay")?,
+        cpu_seconds_per_day: positive(
+            spec.quota.cpu_seconds_per_day,
+            "spec.quota.cpuSecondsPerDay",
+        )?,
+    };
+    let (sandbox, max_script_bytes) = sandbox_policy(spec.sandbox, ctx)?;
+    let ttl = match spec.cache.ttl_seconds {
+        None => DEFAULT_CACHE_TTL,
+        Some(s @ 1..=604_800) => Duration::from_secs(s),
+        Some(s) => {
+            return Err(format!(
+                "spec.cache.ttlSeconds: must be from 1 to 604800 (a week), not {s}"
+            ))
+        }
+    };
+    Ok(Tenant {
+        name,
+        disabled: spec.disabled,
+        sandbox,
+        max_script_bytes,
+        revision: revision_of(text),
+        source: file.to_string(),
+        api_key_hashes,
+        jwt,
+        rate_limit,
+        quota,
+        cache: CachePolicy {
+            enabled: spec.cache.enabled,
+            ttl,
+        },
+    })
+}
+
+/// A policy's revision: the SHA-256 of its bytes, so any edit (even a
+/// comment) gives a new revision and a new cache key space.
+pub fn revision_of(text: &[u8]) -> String {
+    hex::encode(&Sha256::digest(text)[..8])
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn parse_key_hash(hex_hash: &str) -> Result<KeyHash, String> {
+    let bytes = hex::decode(hex_hash.trim()).map_err(|_| {
+        "must be the 64 hex digits of the key's SHA-256 (run `pyexec keys new`), not the key itself"
+            .to_string()
+    })?;
+    bytes.try_into().map_err(|_| {
+        "must be the 64 hex digits of the key's SHA-256 (run `pyexec keys new`)".to_string()
+    })
+}
+
+fn positive(value: Option<u64>, field: &str) -> Result<Option<u64>, String> {
+    match value {
+        Some(0) => Err(format!(
+            "{field}: must be at least 1 (leave it out for no limit)"
+        )),
+        other => Ok(other),
+    }
+}
+
+fn jwt_policy(spec: JwtSpec, base: &Path) -> Result<JwtPolicy, String> {
+    let field = "spec.auth.jwt";
+    if spec.issuer.trim().is_empty() {
+        return Err(format!(
+            "{field}.issuer: must not be empty; tokens are routed to their tenant by `iss`"
+        ));
+    }
+    if spec.algorithms.is_empty() {
+        return Err(format!(
+            "{field}.algorithms: list at least one algorithm, e.g. [RS256]"
+        ));
+    }
+    let mut algorithms = Vec::new();
+    for (i, name) in spec.algorithms.iter().enumerate() {
+        let alg: Algorithm = name.parse().map_err(|_| {
+            format!("{field}.algorithms[{i}]: `{name}` is not a supported algorithm (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA; never none)")
+        })?;
+        algorithms.push(alg);
+    }
+    let family = algorithms[0].family();
+    if algorithms.iter().any(|a| a.family() != family) {
+        return Err(format!(
+            "{field}.algorithms: all algorithms must use one kind of key (HMAC, RSA, EC or Ed25519), since the tenant has one key"
+        ));
+    }
+    let sources = [
+        spec.hmac_secret_env.is_some(),
+        spec.hmac_secret_file.is_some(),
+        spec.public_key_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(format!(
+            "{field}: set exactly one of hmacSecretEnv, hmacSecretFile or publicKeyFile"
+        ));
+    }
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let (key, hmac_secret) = if family == AlgorithmFamily::Hmac {
+        let secret = if let Some(var) = &spec.hmac_secret_env {
+            std::env::var(var).map_err(|_| {
+                format!("{field}.hmacSecretEnv: the environment variable `{var}` is not set")
+            })?
+        } else if let Some(file) = &spec.hmac_secret_file {
+            std::fs::read_to_string(resolve(file))
+                .map_err(|e| format!("{field}.hmacSecretFile: cannot read it: {e}"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        } else {
+            return Err(format!(
+                "{field}.publicKeyFile: {:?} needs an HMAC secret (hmacSecretEnv or hmacSecretFile), not a public key",
+                algorithms[0]
+            ));
+        };
+        // RFC 7518 §3.2: the key must be at least as long as the hash.
+        if secret.len() < 32 {
+            return Err(format!(
+                "{field}: the HMAC secret must be at least 32 bytes long"
+            ));
+        }
+        (
+            DecodingKey::from_secret(secret.as_bytes()),
+            Some(secret.into_bytes()),
+        )
+    } else {
+        let Some(file) = &spec.public_key_file else {
+            return Err(format!(
+                "{field}: {:?} needs publicKeyFile (a PEM public key), not an HMAC secret",
+                algorithms[0]
+            ));
+        };
+        let pem = std::fs::read(resolve(file))
+            .map_err(|e| format!("{field}.publicKeyFile: cannot read it: {e}"))?;
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+            _ => DecodingKey::from_ed_pem(&pem),
+        }
+        .map_err(|e| {
+            format!("{field}.publicKeyFile: not a PEM public key for {family:?} algorithms: {e}")
+        })?;
+        (key, None)
+    };
+    Ok(JwtPolicy {
+        issuer: spec.issuer,
+        audience: spec.audience,
+        algorithms,
+        key,
+        hmac_secret,
+    })
+}
+
+fn sandbox_policy(spec: SandboxSpec, ctx: &LoadContext) -> Result<(SandboxPolicy, usize), String> {
+    let defaults = Limits::default();
+    let range = |value: Option<u64>, field: &str, min: u64, max: u64, default: u64| match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(format!(
+            "spec.sandbox.{field}: must be from {min} to {max}, not {v}"
+        )),
+    };
+    let wall_ms = range(
+        spec.wall_timeout_ms,
+        "wallTimeoutMs",
+        100,
+        600_000,
+        defaults.wall_timeout.as_millis() as u64,
+    )?;
+    let limits = Limits {
+        wall_timeout: Duration::from_millis(wall_ms),
+        cpu_seconds: range(
+            spec.cpu_seconds,
+            "cpuSeconds",
+            1,
+            3600,
+            defaults.cpu_seconds,
+        )?,
+        // The cgroup also holds nsjail itself, so very small values cannot work.
+        memory_bytes: range(
+            spec.memory_mib,
+            "memoryMiB",
+            32,
+            65_536,
+            defaults.memory_bytes / MIB,
+        )? * MIB,
+        max_pids: range(spec.max_pids, "maxPids", 4, 4096, defaults.max_pids)?,
+        file_size_bytes: range(
+            spec.file_size_mib,
+            "fileSizeMiB",
+            1,
+            4096,
+            defaults.file_size_bytes / MIB,
+        )? * MIB,
+        tmpfs_bytes: range(
+            spec.tmpfs_mib,
+            "tmpfsMiB",
+            1,
+            4096,
+            defaults.tmpfs_bytes / MIB,
+        )? * MIB,
+        output_bytes: range(
+            spec.max_output_bytes,
+            "maxOutputBytes",
+            1024,
+            64 * MIB,
+            defaults.output_bytes,
+        )?,
+        result_bytes: range(
+            spec.max_result_bytes,
+            "maxResultBytes",
+            1024,
+            64 * MIB,
+            defaults.result_bytes,
+        )?,
+    };
+    let max_script_bytes = range(
+        spec.max_script_bytes,
+        "maxScriptBytes",
+        64,
+        MIB,
+        DEFAULT_MAX_SCRIPT_BYTES,
+    )? as usize;
+    let nsjail_config = spec
+        .nsjail_config
+        .map(|name| nsjail_config_path(&name, ctx))
+        .transpose()?;
+    Ok((
+        SandboxPolicy {
+            mode: spec.mode.unwrap_or_default(),
+            limits,
+            nsjail_config,
+        },
+        max_script_bytes,
+    ))
+}
+
+/// A tenant config is a plain file name inside the nsjail folder: a policy
+/// must not point nsjail at an arbitrary host file.
+fn nsjail_config_path(name: &str, ctx: &LoadContext) -> Result<PathBuf, String> {
+    let field = "spec.sandbox.nsjailConfig";
+    let plain = !name.is_empty()
+        && name != "base.cfg"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.');
+    if !plain {
+        return Err(format!(
+            "{field}: `{name}` must be the plain name of a file in the nsjail folder (no path, not base.cfg)"
+        ));
+    }
+    let path = ctx.nsjail_dir.join(name);
+    if !path.is_file() {
+        return Err(format!(
+            "{field}: `{name}` does not exist in the nsjail folder"
+        ));
+    }
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> LoadContext {
+        LoadContext {
+            nsjail_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("nsjail"),
+        }
+    }
+
+    const KEY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+
+    fn doc(spec: &str) -> String {
+        format!(
+            "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: acme\nspec:\n  auth:\n    apiKeys:\n      - sha256: {KEY_HASH}\n{spec}"
+        )
+    }
+
+    fn parse_doc(text: &str) -> Result<Tenant, String> {
+        parse(text.as_bytes(), "acme.yaml", Path::new("."), &ctx())
+    }
+
+    #[test]
+    fn a_full_policy_maps_onto_the_tenant() {
+        let tenant = parse_doc(&doc(
+            "  rateLimit: {requestsPerSecond: 5, burst: 10}\n  quota: {executionsPerDay: 100, cpuSecondsPerDay: 60}\n  sandbox:\n    mode: cold\n    wallTimeoutMs: 2000\n    cpuSeconds: 2\n    memoryMiB: 64\n    maxPids: 8\n    maxScriptBytes: 2048\n    maxOutputBytes: 4096\n    tmpfsMiB: 4\n  cache: {enabled: true, ttlSeconds: 60}\n",
+        ))
+        .unwrap();
+        assert_eq!(tenant.name, "acme");
+        assert_eq!(tenant.sandbox.mode, SandboxMode::Cold);
+        assert_eq!(tenant.sandbox.limits.memory_bytes, 64 * MIB);
+        assert_eq!(tenant.sandbox.limits.wall_timeout, Duration::from_secs(2));
+        assert_eq!(tenant.sandbox.limits.tmpfs_bytes, 4 * MIB);
+        assert_eq!(tenant.max_script_bytes, 2048);
+        assert_eq!(tenant.rate_limit.unwrap().burst, 10);
+        assert_eq!(tenant.quota.executions_per_day, Some(100));
+        assert!(tenant.cache.enabled);
+        assert_eq!(tenant.cache.ttl, Duration::from_secs(60));
+        assert_eq!(tenant.revision.len(), 16);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_that_name_the_field() {
+        let err = parse_doc(&doc("  sandbox:\n    memoryMb: 64\n")).unwrap_err();
+        assert!(err.contains("memoryMb"), "{err}");
+        assert!(err.contains("spec.sandbox"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_the_reason() {
+        for (spec, field) in [
+            ("  sandbox:\n    memoryMiB: 1\n", "spec.sandbox.memoryMiB"),
+            (
+                "  rateLimit: {requestsPerSecond: 0, burst: 1}\n",
+                "spec.rateLimit.requestsPerSecond",
+            ),
+            (
+                "  quota: {executionsPerDay: 0}\n",
+                "spec.quota.executionsPerDay",
+            ),
+            (
+                "  sandbox:\n    nsjailConfig: ../../etc/passwd\n",
+                "spec.sandbox.nsjailConfig",
+            ),
+            (
+                "  cache: {enabled: true, ttlSeconds: 0}\n",
+                "spec.cache.ttlSeconds",
+            ),
+        ] {
+            let err = parse_doc(&doc(spec)).unwrap_err();
+            assert!(err.starts_with(field), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn wrong_kind_version_name_or_key_are_refused() {
+        let good = doc("");
+        for (from, to, field) in [
+            ("pyexec.dev/v1", "v2", "apiVersion"),
+            ("kind: Tenant", "kind: Pod", "kind"),
+            ("name: acme", "name: Acme_Corp", "metadata.name"),
+            ("name: acme", "name: default", "metadata.name"),
+            (KEY_HASH, "pyx_plaintext_key", "spec.auth.apiKeys[0].sha256"),
+        ] {
+            let err = parse_doc(&good.replace(from, to)).unwrap_err();
+            assert!(err.starts_with(field), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn jwt_settings_are_checked_against_the_key() {
+        let jwt = |body: &str| {
+            format!("apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: acme\nspec:\n  auth:\n    jwt:\n{body}")
+        };
+        let err = parse_doc(&jwt(
+            "      issuer: x\n      algorithms: [none]\n      hmacSecretEnv: X\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("algorithms[0]"), "{err}");
+        let err = parse_doc(&jwt(
+            "      issuer: x\n      algorithms: [HS256, RS256]\n      hmacSecretEnv: X\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("one kind of key"), "{err}");
+        let err = parse_doc(&jwt("      issuer: x\n      algorithms: [HS256]\n")).unwrap_err();
+        assert!(err.contains("exactly one"), "{err}");
+        let err = parse_doc(&jwt(
+            "      issuer: x\n      algorithms: [HS256]\n      hmacSecretEnv: PYEXEC_TEST_UNSET_VARIABLE\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("is not set"), "{err}");
+    }
+
+    #[test]
+    fn any_edit_changes_the_revision() {
+        let a = parse_doc(&doc("")).unwrap();
+        let b = parse_doc(&format!("{}# a comment\n", doc(""))).unwrap();
+        assert_ne!(a.revision, b.revision);
+    }
+}

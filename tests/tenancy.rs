@@ -1,0 +1,681 @@
+//! Tenancy through real HTTP and the real sandbox: policies, API keys and
+//! JWTs, rate limits, quotas, the result cache, hot reload and per-tenant
+//! sandbox limits.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use common::{policy_server_config, tenant_yaml, PolicyDir, TestServer};
+use governor::clock::FakeRelativeClock;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pyexec::gateway::quota::InMemoryQuotaStore;
+use pyexec::gateway::ratelimit::InMemoryRateStore;
+use pyexec::gateway::Stores;
+use serde_json::{json, Value};
+
+const ALPHA_KEY: &str = "pyx_alpha_test_key";
+const BETA_KEY: &str = "pyx_beta_test_key";
+const HMAC_SECRET: &str = "an-hmac-secret-of-at-least-32-bytes-for-tests";
+const OK_SCRIPT: &str = "def main():\n    return {'ok': True}";
+
+fn ok_body() -> Value {
+    json!({ "script": OK_SCRIPT })
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, key).unwrap()
+}
+
+/// An RSA key pair made now with the openssl CLI: (private PEM, public PEM).
+fn rsa_key_pair(dir: &PolicyDir) -> (Vec<u8>, Vec<u8>) {
+    let private = dir.path().join("idp.key.pem");
+    let public = dir.path().join("idp.pub.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&private)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+        && Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok, "openssl could not make a test key");
+    let private_pem = std::fs::read(&private).unwrap();
+    // The private key never stays in the policies folder.
+    std::fs::remove_file(&private).unwrap();
+    (private_pem, std::fs::read(&public).unwrap())
+}
+
+/// A server whose rate limits run on a clock the test moves: time passes
+/// only when the test says so, so no sleeps and no flakes.
+fn server_with_rate_clock(dir: &PolicyDir) -> (TestServer, FakeRelativeClock) {
+    let clock = FakeRelativeClock::default();
+    let mut config = policy_server_config(dir.path());
+    config.stores = Stores {
+        rate: Arc::new(InMemoryRateStore::with_clock(clock.clone())),
+        ..Stores::default()
+    };
+    (TestServer::start(config, true), clock)
+}
+
+/// The `alpha` tenant (API key) plus the `hs` tenant (HS256 JWTs).
+fn auth_policies() -> PolicyDir {
+    let dir = PolicyDir::new();
+    dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, ""));
+    dir.write("off", &tenant_yaml("off", BETA_KEY, "  disabled: true\n"));
+    dir.write_file("hs.secret", HMAC_SECRET.as_bytes());
+    dir.write(
+        "hs",
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: hs\nspec:\n  auth:\n    jwt:\n      issuer: https://hs.example\n      audience: pyexec\n      algorithms: [HS256]\n      hmacSecretFile: hs.secret\n",
+    );
+    dir
+}
+
+#[tokio::test]
+async fn auth_matrix_no_token_malformed_unknown_removed_key_valid_key_and_valid_jwt() {
+    let dir = auth_policies();
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+
+    let r = server.execute_with(ok_body(), None, &[]).await;
+    r.assert_problem(401, "unauthorized");
+    assert!(r.header("www-authenticate").is_some());
+    let r = server
+        .execute_with(
+            ok_body(),
+            None,
+            &[("authorization", "Basic YWxhZGRpbjpvcGVu")],
+        )
+        .await;
+    r.assert_problem(401, "unauthorized");
+    assert!(r.body["detail"].as_str().unwrap().contains("Malformed"));
+    let r = server
+        .execute_with_key(ok_body(), "pyx_not_a_known_key")
+        .await;
+    r.assert_problem(401, "unauthorized");
+
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(ok_body(), BETA_KEY)
+        .await
+        .assert_problem(403, "forbidden");
+    let token = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(HMAC_SECRET.as_bytes()),
+        &json!({"iss": "https://hs.example", "aud": "pyexec", "sub": "ci", "exp": now() + 600}),
+    );
+    server.execute_with_key(ok_body(), &token).await.assert_ok();
+
+    // Removing the tenant's file revokes its key as soon as the reload lands.
+    let before = server.policy_revision().await;
+    dir.remove("alpha");
+    server
+        .wait_for_policies(|p| p["revision"] != before.as_str())
+        .await;
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_problem(401, "unauthorized");
+    // The bootstrap tenant keeps working alongside the policy tenants.
+    server.execute(ok_body()).await.assert_ok();
+}
+
+#[tokio::test]
+async fn jwt_attacks_are_refused_with_401() {
+    let dir = PolicyDir::new();
+    let (private_pem, public_pem) = rsa_key_pair(&dir);
+    dir.write(
+        "rs",
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: rs\nspec:\n  auth:\n    jwt:\n      issuer: https://idp.example\n      audience: pyexec\n      algorithms: [RS256]\n      publicKeyFile: idp.pub.pem\n",
+    );
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let rsa = EncodingKey::from_rsa_pem(&private_pem).unwrap();
+    let claims = |extra: Value| {
+        let mut c =
+            json!({"iss": "https://idp.example", "aud": "pyexec", "sub": "u1", "exp": now() + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+
+    // The real thing works.
+    let valid = sign(Algorithm::RS256, &rsa, &claims(json!({})));
+    server.execute_with_key(ok_body(), &valid).await.assert_ok();
+
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let alg_none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(json!({})))
+    );
+    let attacks = [
+        ("alg none", "none", alg_none),
+        (
+            // The classic confusion: HS256 keyed with the tenant's public key.
+            "HS256 with the RS256 public key",
+            "accepts only",
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(&public_pem),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "expired",
+            "expired",
+            sign(Algorithm::RS256, &rsa, &claims(json!({"exp": now() - 600}))),
+        ),
+        (
+            "not yet valid",
+            "not valid yet",
+            sign(Algorithm::RS256, &rsa, &claims(json!({"nbf": now() + 600}))),
+        ),
+        (
+            "wrong audience",
+            "audience",
+            sign(
+                Algorithm::RS256,
+                &rsa,
+                &claims(json!({"aud": "someone-else"})),
+            ),
+        ),
+        (
+            "unknown issuer",
+            "issuer",
+            sign(
+                Algorithm::RS256,
+                &rsa,
+                &claims(json!({"iss": "https://evil.example"})),
+            ),
+        ),
+        (
+            "missing exp",
+            "`exp`",
+            sign(Algorithm::RS256, &rsa, &claims(json!({"exp": null}))),
+        ),
+        (
+            "exp as a string",
+            "`exp`",
+            sign(
+                Algorithm::RS256,
+                &rsa,
+                &claims(json!({"exp": (now() + 600).to_string()})),
+            ),
+        ),
+        ("tampered payload", "signature", {
+            let mut parts: Vec<String> = valid.split('.').map(str::to_string).collect();
+            parts[1] = b64(&claims(json!({"sub": "admin"})));
+            parts.join(".")
+        }),
+    ];
+    let runs = server.runs_started().await;
+    for (name, reason, token) in attacks {
+        let r = server.execute_with_key(ok_body(), &token).await;
+        assert_eq!(
+            (r.status, r.problem()),
+            (401, "unauthorized"),
+            "{name}: {}",
+            r.body
+        );
+        let detail = r.body["detail"].as_str().unwrap();
+        assert!(detail.contains(reason), "{name}: {detail}");
+    }
+    assert_eq!(
+        server.runs_started().await,
+        runs,
+        "no attack reached the sandbox"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_burst_then_429_then_recovery_and_x_forwarded_for_changes_nothing() {
+    let dir = PolicyDir::new();
+    for (name, key) in [("alpha", ALPHA_KEY), ("beta", BETA_KEY)] {
+        let limit = "  rateLimit: {requestsPerSecond: 1, burst: 2}\n";
+        dir.write(name, &tenant_yaml(name, key, limit));
+    }
+    let (server, clock) = server_with_rate_clock(&dir);
+
+    let first = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    first.assert_ok();
+    assert_eq!(first.header("ratelimit-policy"), Some("\"burst\";q=2;w=2"));
+    assert_eq!(first.header("ratelimit"), Some("\"burst\";r=1;t=1"));
+    // Requests that fail validation still spend the budget (rate is checked first).
+    let second = server
+        .execute_with(
+            json!({"script": 1}),
+            Some(ALPHA_KEY),
+            &[("x-forwarded-for", "10.0.0.1")],
+        )
+        .await;
+    second.assert_problem(400, "invalid-request");
+    assert_eq!(second.header("ratelimit"), Some("\"burst\";r=0;t=2"));
+    for spoof in ["10.0.0.2", "203.0.113.9, 10.0.0.3"] {
+        let r = server
+            .execute_with(
+                ok_body(),
+                Some(ALPHA_KEY),
+                &[("x-forwarded-for", spoof), ("x-real-ip", spoof)],
+            )
+            .await;
+        r.assert_problem(429, "rate-limited");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.header("ratelimit"), Some("\"burst\";r=0;t=1"));
+    }
+    // Another tenant's budget is its own.
+    server
+        .execute_with_key(ok_body(), BETA_KEY)
+        .await
+        .assert_ok();
+
+    clock.advance(Duration::from_secs(1));
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_problem(429, "rate-limited");
+}
+
+#[tokio::test]
+async fn quotas_stop_a_tenant_for_the_rest_of_the_utc_day_then_reset() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  quota: {executionsPerDay: 2}\n"),
+    );
+    dir.write(
+        "beta",
+        &tenant_yaml("beta", BETA_KEY, "  quota: {cpuSecondsPerDay: 1}\n"),
+    );
+    // 23:00 UTC; the test moves the store's clock past midnight.
+    let seconds = Arc::new(AtomicU64::new(20_000 * 86_400 + 23 * 3600));
+    let clock_seconds = seconds.clone();
+    let mut config = policy_server_config(dir.path());
+    config.stores = Stores {
+        quota: Arc::new(InMemoryQuotaStore::with_clock(Arc::new(move || {
+            UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst))
+        }))),
+        ..Stores::default()
+    };
+    let server = TestServer::start(config, true);
+
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    r.assert_ok();
+    assert_eq!(r.header("ratelimit-policy"), Some("\"daily\";q=2;w=86400"));
+    assert_eq!(r.header("ratelimit"), Some("\"daily\";r=1;t=3600"));
+    // A failed script is still an execution.
+    server
+        .execute_with_key(
+            json!({"script": "def main():\n    raise ValueError()"}),
+            ALPHA_KEY,
+        )
+        .await
+        .assert_problem(422, "runtime-error");
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    r.assert_problem(429, "quota-exceeded");
+    assert_eq!(r.header("retry-after"), Some("3600"));
+    assert_eq!(r.header("ratelimit"), Some("\"daily\";r=0;t=3600"));
+
+    // CPU-seconds come from the sandbox's own accounting.
+    let burn = "def main():\n    import time\n    t = time.process_time()\n    while time.process_time() - t < 1.2:\n        pass\n    return 1";
+    server
+        .execute_with_key(json!({"script": burn}), BETA_KEY)
+        .await
+        .assert_ok();
+    let r = server.execute_with_key(ok_body(), BETA_KEY).await;
+    r.assert_problem(429, "quota-exceeded");
+    assert!(r.body["detail"].as_str().unwrap().contains("CPU-seconds"));
+
+    seconds.fetch_add(3600, Ordering::SeqCst);
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(ok_body(), BETA_KEY)
+        .await
+        .assert_ok();
+}
+
+const RANDOM_SCRIPT: &str =
+    "def main(n):\n    import os\n    return {'n': n, 'nonce': os.urandom(8).hex()}";
+
+#[tokio::test]
+async fn cache_hits_start_no_sandbox_and_never_cross_tenants_or_policy_revisions() {
+    let dir = PolicyDir::new();
+    let cached = "  cache: {enabled: true, ttlSeconds: 600}\n";
+    dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, cached));
+    dir.write("beta", &tenant_yaml("beta", BETA_KEY, cached));
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let body = json!({"script": RANDOM_SCRIPT, "args": {"n": 1}});
+
+    let miss = server.execute_with_key(body.clone(), ALPHA_KEY).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    let nonce = miss.assert_ok()["nonce"].clone();
+    let runs = server.runs_started().await;
+    let hit = server.execute_with_key(body.clone(), ALPHA_KEY).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.assert_ok()["nonce"], nonce);
+    assert_eq!(server.runs_started().await, runs, "a hit starts no sandbox");
+
+    // Same script and args, other tenant: its own run.
+    let other = server.execute_with_key(body.clone(), BETA_KEY).await;
+    assert_eq!(other.header("x-cache"), Some("MISS"));
+    assert_ne!(other.assert_ok()["nonce"], nonce);
+    // Other args: another key.
+    let r = server
+        .execute_with_key(
+            json!({"script": RANDOM_SCRIPT, "args": {"n": 2}}),
+            ALPHA_KEY,
+        )
+        .await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+
+    // Bypasses run the script and leave the entry alone.
+    let mut no_cache = body.clone();
+    no_cache["cache"] = json!(false);
+    let r = server.execute_with_key(no_cache, ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert_ne!(r.assert_ok()["nonce"], nonce);
+    let r = server
+        .execute_with(
+            body.clone(),
+            Some(ALPHA_KEY),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    // Failures are never cached.
+    let failing = json!({"script": "def main():\n    raise RuntimeError('x')"});
+    for _ in 0..2 {
+        let r = server.execute_with_key(failing.clone(), ALPHA_KEY).await;
+        r.assert_problem(422, "runtime-error");
+    }
+
+    // A policy edit (even a comment) is a new revision and a new key space.
+    let before = server.policy_revision().await;
+    dir.write(
+        "alpha",
+        &format!("{}# edited\n", tenant_yaml("alpha", ALPHA_KEY, cached)),
+    );
+    server
+        .wait_for_policies(|p| p["revision"] != before.as_str())
+        .await;
+    let r = server.execute_with_key(body, ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_ne!(r.assert_ok()["nonce"], nonce);
+}
+
+#[tokio::test]
+async fn concurrent_identical_requests_share_one_run() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  cache: {enabled: true}\n"),
+    );
+    let server = Arc::new(TestServer::start(policy_server_config(dir.path()), true));
+    let runs = server.runs_started().await;
+    let body = json!({"script": "def main():\n    import os, time\n    time.sleep(0.5)\n    return os.urandom(8).hex()"});
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (server, body) = (server.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            server.execute_with_key(body, ALPHA_KEY).await
+        }));
+    }
+    let mut results = Vec::new();
+    let mut misses = 0;
+    for task in tasks {
+        let r = task.await.unwrap();
+        misses += usize::from(r.header("x-cache") == Some("MISS"));
+        results.push(r.assert_ok().clone());
+    }
+    assert_eq!(misses, 1);
+    assert!(results.iter().all(|r| *r == results[0]));
+    assert_eq!(server.runs_started().await, runs + 1);
+}
+
+#[tokio::test]
+async fn hot_reload_changes_a_limit_without_restart_and_a_broken_file_keeps_the_old_policy() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  sandbox: {maxScriptBytes: 100}\n"),
+    );
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let script = format!("def main():\n    return 1\n# {}\n", "x".repeat(150));
+    let body = json!({ "script": script });
+    server
+        .execute_with_key(body.clone(), ALPHA_KEY)
+        .await
+        .assert_problem(413, "too-large");
+
+    let before = server.policy_revision().await;
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  sandbox: {maxScriptBytes: 1000}\n"),
+    );
+    let policies = server
+        .wait_for_policies(|p| p["revision"] != before.as_str())
+        .await;
+    server
+        .execute_with_key(body.clone(), ALPHA_KEY)
+        .await
+        .assert_ok();
+    // Reading the folder must not itself look like a change: no reloads
+    // happen while nothing is edited. The pause only gives a feedback loop
+    // (a reload every debounce of 150 ms) time to show; a correct watcher
+    // passes whatever the pause.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        server.health().await["policies"]["reloads"],
+        policies["reloads"],
+        "the watcher reacts to its own reads"
+    );
+
+    // A typo: the reload is refused, logged and reported; the last good
+    // policy stays in force.
+    let good = policies["revision"].as_str().unwrap().to_string();
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  sandbox: {maxScriptByte: 10}\n"),
+    );
+    let policies = server
+        .wait_for_policies(|p| p["last_error"].as_array().is_some_and(|e| !e.is_empty()))
+        .await;
+    let error = policies["last_error"][0].as_str().unwrap();
+    assert!(error.starts_with("alpha.yaml: spec.sandbox"), "{error}");
+    assert!(error.contains("maxScriptByte"), "{error}");
+    assert!(
+        !error.contains(dir.path().to_str().unwrap()),
+        "no host path: {error}"
+    );
+    assert_eq!(policies["revision"], good.as_str());
+    server.execute_with_key(body, ALPHA_KEY).await.assert_ok();
+}
+
+#[tokio::test]
+async fn each_tenant_gets_its_own_memory_limit() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "small",
+        &tenant_yaml("small", ALPHA_KEY, "  sandbox: {memoryMiB: 64}\n"),
+    );
+    dir.write(
+        "large",
+        &tenant_yaml("large", BETA_KEY, "  sandbox: {memoryMiB: 256}\n"),
+    );
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    // 100 MiB, every page touched.
+    let body = json!({"script": "def main():\n    b = bytearray(100 * 1024 * 1024)\n    for i in range(0, len(b), 4096):\n        b[i] = 1\n    return len(b)"});
+    let r = server.execute_with_key(body.clone(), ALPHA_KEY).await;
+    r.assert_problem(422, "memory-limit");
+    assert!(r.body["detail"].as_str().unwrap().contains("64 MiB"));
+    let r = server.execute_with_key(body, BETA_KEY).await;
+    assert_eq!(r.assert_ok(), &json!(100 * 1024 * 1024));
+}
+
+#[tokio::test]
+async fn health_reports_each_policy_revision() {
+    let dir = auth_policies();
+    let server = TestServer::start(policy_server_config(dir.path()), false);
+    let health = server.health().await;
+    let tenants = health["policies"]["tenants"].as_object().unwrap();
+    assert_eq!(tenants.len(), 3);
+    assert_eq!(tenants["alpha"].as_str().unwrap().len(), 16);
+    assert_eq!(health["policies"]["revision"].as_str().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    // The layout Kubernetes mounts: files link into `..data`, which links to
+    // a timestamped folder; an update makes a new folder and renames a new
+    // `..data` link over the old one. Only the top folder sees that rename.
+    let dir = PolicyDir::new();
+    let root = dir.path();
+    let publish = |version: &str, spec_extra: &str| {
+        let folder = root.join(format!("..{version}"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(
+            folder.join("alpha.yaml"),
+            tenant_yaml("alpha", ALPHA_KEY, spec_extra),
+        )
+        .unwrap();
+        let tmp = root.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+        std::fs::rename(&tmp, root.join("..data")).unwrap();
+    };
+    publish("v1", "  sandbox: {maxScriptBytes: 100}\n");
+    std::os::unix::fs::symlink("..data/alpha.yaml", root.join("alpha.yaml")).unwrap();
+    let server = TestServer::start(policy_server_config(root), true);
+    let body = json!({ "script": format!("def main():\n    return 2\n# {}\n", "x".repeat(150)) });
+    server
+        .execute_with_key(body.clone(), ALPHA_KEY)
+        .await
+        .assert_problem(413, "too-large");
+
+    let before = server.policy_revision().await;
+    publish("v2", "  sandbox: {maxScriptBytes: 1000}\n");
+    server
+        .wait_for_policies(|p| p["revision"] != before.as_str())
+        .await;
+    assert_eq!(
+        server.execute_with_key(body, ALPHA_KEY).await.assert_ok(),
+        &json!(2)
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_what_the_watcher_cannot_see() {
+    // A secret rotated in a subfolder changes no file the (non-recursive)
+    // watcher looks at; SIGHUP is how an operator says "reload now".
+    let dir = PolicyDir::new();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let old_secret = "the-old-hmac-secret-of-at-least-32-bytes!";
+    let new_secret = "the-new-hmac-secret-of-at-least-32-bytes!";
+    dir.write_file("secrets/hs.secret", old_secret.as_bytes());
+    dir.write(
+        "hs",
+        "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: hs\nspec:\n  auth:\n    jwt:\n      issuer: https://rotating.example\n      algorithms: [HS256]\n      hmacSecretFile: secrets/hs.secret\n",
+    );
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let token = |secret: &str| {
+        sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(secret.as_bytes()),
+            &json!({"iss": "https://rotating.example", "exp": now() + 600}),
+        )
+    };
+    server
+        .execute_with_key(ok_body(), &token(old_secret))
+        .await
+        .assert_ok();
+
+    let reloads = server.health().await["policies"]["reloads"]
+        .as_u64()
+        .unwrap();
+    dir.write_file("secrets/hs.secret", new_secret.as_bytes());
+    // SAFETY: signalling our own process; the server installed a handler.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    server
+        .wait_for_policies(|p| p["reloads"].as_u64() > Some(reloads))
+        .await;
+    server
+        .execute_with_key(ok_body(), &token(new_secret))
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(ok_body(), &token(old_secret))
+        .await
+        .assert_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_cache_hit_spends_rate_budget_but_no_quota() {
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml(
+            "alpha",
+            ALPHA_KEY,
+            "  rateLimit: {requestsPerSecond: 1, burst: 2}\n  quota: {executionsPerDay: 1}\n  cache: {enabled: true}\n",
+        ),
+    );
+    let (server, clock) = server_with_rate_clock(&dir);
+
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    // The one execution of the day is spent, yet the hit is served: it runs nothing.
+    let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let state = r.header("ratelimit").unwrap();
+    assert!(
+        state.starts_with("\"burst\";r=0;t=2, \"daily\";r=0;t="),
+        "{state}"
+    );
+    // …but it did spend the rate budget.
+    server
+        .execute_with_key(ok_body(), ALPHA_KEY)
+        .await
+        .assert_problem(429, "rate-limited");
+    clock.advance(Duration::from_secs(1));
+    server
+        .execute_with_key(json!({"script": "def main():\n    return 2"}), ALPHA_KEY)
+        .await
+        .assert_problem(429, "quota-exceeded");
+}
