@@ -14,7 +14,9 @@ use super::auth::authenticate;
 use super::error::{ApiError, ScriptFailure};
 use super::AppState;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError};
+use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
+use tracing::{Instrument, Span};
 
 /// A validated `/execute` request.
 #[derive(Debug)]
@@ -116,10 +118,34 @@ pub async fn execute(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&state.tenants, &headers)?;
-    require_json(&headers)?;
-    let body = read_body(body, &headers, state.max_body_bytes).await?;
-    let request = ExecuteRequest::parse(&body, &tenant)?;
+    // ---- telemetry (issue 6): each stage runs in its own span ----
+    let tenant = stage(spans::authenticate(), || {
+        let tenant = authenticate(&state.tenants, &headers)?;
+        telemetry::request::set_tenant(&tenant.name);
+        Span::current().record("tenant", tenant.name.as_str());
+        Ok(tenant)
+    })?;
+    let validate = spans::validate();
+    let request = async {
+        require_json(&headers)?;
+        let body = read_body(body, &headers, state.max_body_bytes).await?;
+        Span::current().record("request.body_bytes", body.len() as i64);
+        ExecuteRequest::parse(&body, &tenant)
+    }
+    .instrument(validate.clone())
+    .await;
+    spans::record_outcome(&validate, outcome_of(&request));
+    let request = request?;
+    let script_sha = spans::script_sha256_prefix(&request.script);
+    validate.record("script.sha256", script_sha.as_str());
+    telemetry::request::set_script_sha256(&script_sha);
+    // Rate limit and quota (issue 4) fill these stages in.
+    stage(spans::rate_limit(&tenant.name), || Ok(()))?;
+    stage(spans::quota(&tenant.name), || Ok(()))?;
+    // No result cache yet: every run bypasses it.
+    let cache_span = spans::cache_lookup(&tenant.name);
+    spans::record_cache(&cache_span, &tenant.name, "bypass");
+    // ---- end telemetry ----
 
     let mut policy = tenant.sandbox.clone();
     if let Some(ms) = request.timeout_ms {
@@ -154,11 +180,26 @@ pub async fn execute(
             }
         })?;
     let body = success_body(report)?;
+    telemetry::request::set_outcome("success");
     let mut response = Json(body).into_response();
     response
         .headers_mut()
         .insert("x-cache", HeaderValue::from_static("BYPASS"));
     Ok(response)
+}
+
+/// Runs a synchronous stage inside its span and records how it ended.
+fn stage<T>(span: Span, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    let result = span.in_scope(f);
+    spans::record_outcome(&span, outcome_of(&result));
+    result
+}
+
+fn outcome_of<T>(result: &Result<T, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    }
 }
 
 /// The 200 body of the API contract, or the problem a failed run becomes.

@@ -4,11 +4,13 @@ mod auth;
 pub mod error;
 mod execute;
 mod health;
+mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -88,22 +90,42 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, marks the
-    /// server as draining (so /readyz turns 503) and lets in-flight requests finish.
+    /// server as draining (so /readyz turns 503) and lets in-flight requests
+    /// finish for at most [`DRAIN_TIMEOUT`].
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let draining = self.state.draining.clone();
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.store(true, Ordering::SeqCst);
-                tracing::info!("shutting down: no new connections, finishing in-flight runs");
-            })
-            .await?;
+        let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: no new connections, finishing in-flight runs");
+            let _ = drain_started.send(());
+        });
+        // axum waits for every connection without a limit; the platform does
+        // not (Cloud Run kills 10 s after SIGTERM), and spans must be flushed
+        // before that.
+        tokio::select! {
+            served = server => served?,
+            _ = async {
+                if drain_deadline.await.is_ok() {
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "in-flight requests did not finish in time; stopping anyway");
+            }
+        }
         Ok(())
     }
 }
+
+/// How long in-flight runs may finish after SIGTERM (Cloud Run gives 10 s;
+/// the rest is for flushing spans).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -111,7 +133,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(health::not_found)
+        // The server span; inside the request id layer so it sees the id.
+        .layer(middleware::from_fn(
+            crate::telemetry::request::trace_request,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

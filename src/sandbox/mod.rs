@@ -17,6 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::telemetry;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
@@ -330,8 +333,16 @@ impl Sandbox {
             };
             return Err(SandboxError::Unavailable(reason));
         }
-        let _permit = self.acquire_slot().await?;
-        self.run_once(job, policy).await
+        // telemetry (issue 6): the wait and the run are spans of their own.
+        let queue = telemetry::spans::sandbox_queue(self.queue_depth());
+        let permit = self.acquire_slot().instrument(queue.clone()).await;
+        telemetry::spans::record_queue(&queue, &permit);
+        let _permit = permit?;
+        let mode = self.effective_mode(policy).label();
+        let span = telemetry::spans::sandbox_run(&job.script, mode);
+        let report = self.run_once(job, policy).instrument(span.clone()).await;
+        telemetry::spans::record_run(&span, mode, &report);
+        report
     }
 
     /// Runs that are waiting for a slot right now.
