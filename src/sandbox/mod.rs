@@ -331,6 +331,7 @@ impl Sandbox {
                     .cloned()
                     .unwrap_or_else(|| "the sandbox self-test has not passed yet".into()),
             };
+            telemetry::metrics().sandbox_rejected("unavailable");
             return Err(SandboxError::Unavailable(reason));
         }
         // telemetry (issue 6): the wait and the run are spans of their own.
