@@ -513,3 +513,42 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
     let spans = receiver.wait_for_trace(&trace_id, "sandbox.run").await;
     assert!(names(&spans).contains(&"POST /execute"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
+    let mut server = SpawnedServer::start(&[]);
+    // Longer than the 8 s drain limit, shorter than the 30 s run limit: only
+    // the drain limit can end the process before the script returns.
+    let script = "def main():\n    import time\n    time.sleep(25)\n    return 'finished'\n";
+    let request = {
+        let client = server.api.client.clone();
+        let url = server.api.url("/execute");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(API_KEY)
+                .json(&json!({ "script": script }))
+                .send()
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sample(&scrape(&server).await, "pyexec_http_requests_in_flight") < 2.0 {
+        // 2: the /execute in flight and this scrape itself.
+        assert!(Instant::now() < deadline, "the run never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.sigterm();
+    let (status, lines) = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit();
+        (status, server.log_lines())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(lines.iter().any(|l| l.contains("did not finish in time")));
+    // The abandoned request never got a result.
+    if let Ok(response) = request.await.unwrap() {
+        assert_ne!(response.status(), 200);
+    }
+}
