@@ -94,6 +94,20 @@ impl Receiver {
         }
     }
 
+    /// The string attributes of the first export's resource.
+    fn resource(&self) -> std::collections::HashMap<String, String> {
+        let exports = self.exports.lock().unwrap();
+        let resource = exports[0].resource_spans[0].resource.clone().unwrap();
+        resource
+            .attributes
+            .into_iter()
+            .filter_map(|kv| match kv.value?.value? {
+                AnyValue::StringValue(s) => Some((kv.key, s)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Everything received, as text, for "never appears anywhere" checks.
     fn everything(&self) -> String {
         format!("{:?}", self.exports.lock().unwrap())
@@ -284,12 +298,15 @@ async fn execute_spans_continue_the_callers_trace_and_carry_no_script_args_outpu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_run_is_marked_with_its_problem_type_and_signal() {
+async fn a_failed_run_is_marked_with_its_problem_type_and_signal_on_cloud_run() {
     let (receiver, addr) = Receiver::start().await;
     let endpoint = format!("http://{addr}");
+    // As Cloud Run would start it: the service and revision in the environment.
     let server = SpawnedServer::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("K_SERVICE", "pyexec-svc"),
+        ("K_REVISION", "pyexec-svc-00042-abc"),
     ]);
     let (header, trace_id, _) = traceparent();
     let script = "import ctypes\ndef main():\n    return ctypes.string_at(0)\n";
@@ -315,6 +332,14 @@ async fn a_failed_run_is_marked_with_its_problem_type_and_signal() {
         int_attribute(run, "exit.signal"),
         Some(libc::SIGSEGV as i64)
     );
+
+    let resource = receiver.resource();
+    let get = |key: &str| resource.get(key).map(String::as_str);
+    assert_eq!(get("service.name"), Some("pyexec-svc"));
+    assert_eq!(get("faas.name"), Some("pyexec-svc"));
+    assert_eq!(get("faas.version"), Some("pyexec-svc-00042-abc"));
+    assert_eq!(get("cloud.platform"), Some("gcp_cloud_run"));
+    assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,4 +576,20 @@ async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
     if let Ok(response) = request.await.unwrap() {
         assert_ne!(response.status(), 200);
     }
+}
+
+#[test]
+fn an_otlp_protocol_other_than_grpc_is_refused_with_an_error_line() {
+    let server = SpawnedServer::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ]);
+    let refused = server.log_lines().into_iter().any(|line| {
+        let entry: Value = serde_json::from_str(&line).unwrap();
+        entry["severity"] == "ERROR"
+            && entry["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("http/protobuf"))
+    });
+    assert!(refused, "{:#?}", server.log_lines());
 }

@@ -30,6 +30,14 @@ pub fn tracer_provider() -> anyhow::Result<(SdkTracerProvider, Option<String>)> 
     let mut builder = SdkTracerProvider::builder().with_resource(resource());
     let endpoint = otlp_endpoint();
     if endpoint.is_some() {
+        let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_default();
+        // Only gRPC is built in; an http/protobuf endpoint would fail quietly.
+        anyhow::ensure!(
+            protocol.is_empty() || protocol == "grpc",
+            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: pyexec exports OTLP over gRPC (port 4317)"
+        );
         // The builder reads the endpoint, timeout and headers from the
         // standard OTEL_EXPORTER_OTLP_* variables itself.
         let exporter = opentelemetry_otlp::SpanExporter::builder()
