@@ -593,3 +593,43 @@ fn an_otlp_protocol_other_than_grpc_is_refused_with_an_error_line() {
     });
     assert!(refused, "{:#?}", server.log_lines());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_goes_away_is_counted_and_leaves_no_run_in_progress() {
+    let server = SpawnedServer::start(&[]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(server.api.url("/execute"))
+        .bearer_auth(API_KEY)
+        .json(&json!({"script": "def main():\n    import time\n    time.sleep(20)\n"}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up first");
+    let closed = r#"pyexec_http_requests_total{route="/execute",status="499",tenant="default"}"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = scrape(&server).await;
+        let running: f64 = ["warm", "cold"]
+            .iter()
+            .map(|m| {
+                sample(
+                    &text,
+                    &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{m}"}}"#),
+                )
+            })
+            .sum();
+        if sample(&text, closed) == 1.0 && running == 0.0 {
+            // Only this scrape is in flight.
+            assert_eq!(sample(&text, "pyexec_http_requests_in_flight"), 1.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still counted as running:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

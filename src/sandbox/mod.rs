@@ -340,9 +340,9 @@ impl Sandbox {
         telemetry::spans::record_queue(&queue, &permit);
         let _permit = permit?;
         let mode = self.effective_mode(policy).label();
-        let span = telemetry::spans::sandbox_run(&job.script, mode);
-        let report = self.run_once(job, policy).instrument(span.clone()).await;
-        telemetry::spans::record_run(&span, mode, &report);
+        let run = telemetry::spans::sandbox_run(&job.script, mode);
+        let report = self.run_once(job, policy).instrument(run.span()).await;
+        run.finish(&report);
         report
     }
 

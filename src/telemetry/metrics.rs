@@ -195,26 +195,20 @@ impl Metrics {
         self.sandbox_in_progress.with_label_values(&[mode]).inc();
     }
 
-    pub fn sandbox_run_finished(&self, mode: &str, outcome: &str, took: Duration) {
-        self.sandbox_in_progress.with_label_values(&[mode]).dec();
-        self.sandbox_runs
-            .with_label_values(&[mode, outcome])
-            .observe(took.as_secs_f64());
-    }
-
-    /// Like [`Self::sandbox_run_finished`] when the run ended up in another
-    /// mode than planned (a warm pool falling back to cold, say).
-    pub fn sandbox_run_in_mode_finished(
-        &self,
-        planned: &str,
-        actual: &str,
-        outcome: &str,
-        took: Duration,
-    ) {
+    /// A run ended with a report. `planned` is the mode it was started in
+    /// (it balances the in-progress gauge), `actual` the one it ran in (a warm
+    /// pool may fall back to cold).
+    pub fn sandbox_run_finished(&self, planned: &str, actual: &str, outcome: &str, took: Duration) {
         self.sandbox_in_progress.with_label_values(&[planned]).dec();
         self.sandbox_runs
             .with_label_values(&[actual, outcome])
             .observe(took.as_secs_f64());
+    }
+
+    /// A run that failed to launch or was dropped with its request: it leaves
+    /// the in-progress gauge but has no duration worth a histogram sample.
+    pub fn sandbox_run_ended_without_report(&self, mode: &str) {
+        self.sandbox_in_progress.with_label_values(&[mode]).dec();
     }
 
     pub fn sandbox_cpu_used(&self, tenant: &str, cpu: Duration) {

@@ -95,10 +95,16 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
         outcome: Mutex::new(None),
     });
     metrics().http_request_started();
+    let mut unanswered = Unanswered {
+        info: Some(info.clone()),
+        route: route.clone(),
+        started,
+    };
     let mut response = REQUEST
         .scope(info.clone(), next.run(request))
         .instrument(span.clone())
         .await;
+    unanswered.info = None;
 
     let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
@@ -137,6 +143,41 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     };
     REQUEST.sync_scope(info.clone(), || span.in_scope(log));
     response
+}
+
+/// Counts and logs a request whose future was dropped before it answered:
+/// hyper drops it when the client closes the connection (and the run's jail
+/// is killed with it). Logged as 499, nginx's "client closed request".
+struct Unanswered {
+    info: Option<Arc<RequestInfo>>,
+    route: String,
+    started: Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(info) = self.info.take() else {
+            return;
+        };
+        let tenant = info.tenant.get().map_or(NO_TENANT, String::as_str);
+        let took = self.started.elapsed();
+        metrics().http_request_finished(tenant, &self.route, 499, took);
+        info.span.record("outcome", "client-closed");
+        info.span.record("error.type", "client-closed");
+        let span = info.span.clone();
+        let route = &self.route;
+        REQUEST.sync_scope(info.clone(), || {
+            span.in_scope(|| {
+                tracing::info!(
+                    status = 499,
+                    latency_ms = took.as_secs_f64() * 1000.0,
+                    route = %route,
+                    outcome = "client-closed",
+                    "request abandoned: the client closed the connection"
+                )
+            })
+        });
+    }
 }
 
 /// Records the authenticated tenant on the request (span, logs, metrics).

@@ -107,9 +107,18 @@ fn rejection_reason(error: &SandboxError) -> &'static str {
     }
 }
 
-/// One run in the jail. The mode is the one the run is meant to get; the
-/// report's mode is recorded when it ends.
-pub fn sandbox_run(script: &str, mode: &str) -> Span {
+/// One run in the jail: its span, and the in-progress gauge it holds until
+/// [`RunSpan::finish`] or, when the request is dropped mid-run (the client
+/// went away), until it is dropped.
+pub struct RunSpan {
+    span: Span,
+    mode: &'static str,
+    finished: bool,
+}
+
+/// Starts the span of one run. The mode is the one the run is meant to get;
+/// the report's mode is recorded when it ends.
+pub fn sandbox_run(script: &str, mode: &'static str) -> RunSpan {
     let span = tracing::info_span!(
         "sandbox.run",
         sandbox.mode = mode,
@@ -125,50 +134,64 @@ pub fn sandbox_run(script: &str, mode: &str) -> Span {
         otel.status_code = Empty,
     );
     metrics().sandbox_run_started(mode);
-    span
+    RunSpan {
+        span,
+        mode,
+        finished: false,
+    }
 }
 
-/// Records how a run ended on its span and in the metrics. `mode` must be the
-/// one given to [`sandbox_run`] (it balances the in-progress gauge).
-pub fn record_run(span: &Span, mode: &str, result: &Result<RunReport, SandboxError>) {
-    match result {
-        Ok(report) => {
-            let outcome = report.outcome.label();
-            span.record("sandbox.mode", report.mode.label());
-            record_outcome(span, outcome);
-            if let Some(signal) = report.signal {
-                span.record("exit.signal", signal);
+impl RunSpan {
+    pub fn span(&self) -> Span {
+        self.span.clone()
+    }
+
+    /// Records how the run ended on its span and in the metrics.
+    pub fn finish(mut self, result: &Result<RunReport, SandboxError>) {
+        self.finished = true;
+        let (span, mode) = (&self.span, self.mode);
+        match result {
+            Ok(report) => {
+                let outcome = report.outcome.label();
+                span.record("sandbox.mode", report.mode.label());
+                record_outcome(span, outcome);
+                if let Some(signal) = report.signal {
+                    span.record("exit.signal", signal);
+                }
+                span.record("duration_ms", millis(report.duration));
+                span.record("cpu_time_ms", millis(report.usage.cpu_time));
+                span.record("peak_memory_bytes", report.usage.peak_memory_bytes as i64);
+                span.record("stdout_bytes", report.stdout.text.len() as i64);
+                span.record("stderr_bytes", report.stderr.text.len() as i64);
+                span.record("stdout_truncated", report.stdout.truncated);
+                metrics().sandbox_run_finished(mode, report.mode.label(), outcome, report.duration);
+                let tenant = request::tenant();
+                metrics().sandbox_cpu_used(
+                    tenant.as_deref().unwrap_or(NO_TENANT),
+                    report.usage.cpu_time,
+                );
             }
-            span.record("duration_ms", millis(report.duration));
-            span.record("cpu_time_ms", millis(report.usage.cpu_time));
-            span.record("peak_memory_bytes", report.usage.peak_memory_bytes as i64);
-            span.record("stdout_bytes", report.stdout.text.len() as i64);
-            span.record("stderr_bytes", report.stderr.text.len() as i64);
-            span.record("stdout_truncated", report.stdout.truncated);
-            metrics().sandbox_run_in_mode_finished(
-                mode,
-                report.mode.label(),
-                outcome,
-                report.duration,
-            );
-            let tenant = request::tenant();
-            metrics().sandbox_cpu_used(
-                tenant.as_deref().unwrap_or(NO_TENANT),
-                report.usage.cpu_time,
-            );
-        }
-        Err(e) => {
-            let reason = rejection_reason(e);
-            record_outcome(span, reason);
-            span.record("otel.status_code", "ERROR");
-            metrics().sandbox_rejected(reason);
-            metrics().sandbox_run_finished(mode, reason, Duration::ZERO);
+            Err(e) => {
+                let reason = rejection_reason(e);
+                record_outcome(span, reason);
+                span.record("otel.status_code", "ERROR");
+                metrics().sandbox_rejected(reason);
+                metrics().sandbox_run_ended_without_report(mode);
+            }
         }
     }
 }
 
-/// Integers go out as `i64`: tracing-opentelemetry turns `u64` span fields
-/// into strings, which Cloud Trace cannot sort or filter numerically.
+impl Drop for RunSpan {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The request was dropped with the run (its jail is killed with it).
+            record_outcome(&self.span, "cancelled");
+            metrics().sandbox_run_ended_without_report(self.mode);
+        }
+    }
+}
+
 fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
