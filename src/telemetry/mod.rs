@@ -97,7 +97,16 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
             ),
             None,
         ),
-        LogFormat::Text => (None, Some(fmt::layer().with_writer(writer))),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            // Colours only for a person; escape codes in a file are noise.
+            let ansi = if to_stderr {
+                std::io::stderr().is_terminal()
+            } else {
+                std::io::stdout().is_terminal()
+            };
+            (None, Some(fmt::layer().with_writer(writer).with_ansi(ansi)))
+        }
     };
     let _ = tracing_subscriber::registry()
         .with(filter)
