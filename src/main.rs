@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use pyexec::config::{SandboxArgs, ServeArgs, ServerConfig};
 use pyexec::gateway::{success_body, Application};
 use pyexec::sandbox::{Job, Sandbox};
-use pyexec::telemetry::{self, LogFormat};
+use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
 use pyexec::tenants::policy::{self, LoadContext};
 use pyexec::tenants::{generate_api_key, hash_api_key, Tenant};
 
@@ -22,6 +22,9 @@ struct Cli {
     /// Log format (default: text on a terminal, JSON otherwise).
     #[arg(long, global = true, env = "PYEXEC_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Google Cloud project, so log lines name their trace in Cloud Trace.
+    #[arg(long, global = true, env = "GOOGLE_CLOUD_PROJECT")]
+    gcp_project: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,10 +99,6 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let logs_to_stderr = !matches!(cli.command, Command::Serve(_));
-    telemetry::init(
-        cli.log_format.unwrap_or_else(LogFormat::detect),
-        logs_to_stderr,
-    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -107,8 +106,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(async {
-        match cli.command {
+    let code = runtime.block_on(async {
+        // Inside the runtime: the span exporter's batch task runs on it.
+        let telemetry = telemetry::init(TelemetryOptions {
+            log_format: cli.log_format.unwrap_or_else(LogFormat::detect),
+            to_stderr: logs_to_stderr,
+            gcp_project: cli.gcp_project.filter(|p| !p.is_empty()),
+        });
+        let code = match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Run(args) => run(args).await,
             Command::Policy(PolicyCommand::Check { dir, nsjail_dir }) => {
@@ -116,8 +121,14 @@ fn main() -> ExitCode {
             }
             Command::Keys(KeysCommand::New { tenant }) => keys_new(&tenant),
             Command::Token(args) => token(args),
-        }
-    })
+        };
+        telemetry.shutdown().await;
+        code
+    });
+    // Runs still going after the drain deadline are abandoned, not awaited:
+    // the platform's kill would come next anyway.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {

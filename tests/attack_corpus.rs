@@ -275,7 +275,8 @@ impl HostBaseline {
     /// Everything a finished run left behind on the host.
     fn leftovers(&self, server: &TestServer) -> Vec<String> {
         let mut found = Vec::new();
-        for dir in server.sandbox.live_run_cgroups() {
+        let sandbox = server.sandbox.as_ref().expect("an in-process server");
+        for dir in sandbox.live_run_cgroups() {
             found.push(format!("run cgroup {} still exists", dir.display()));
         }
         // Run groups only: a warm zygote's own group holds it and its idle

@@ -207,6 +207,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(cause = %cause, "internal error");
         }
+        // telemetry (issue 6): the problem type names the request's outcome.
+        crate::telemetry::request::set_outcome(self.kind());
         let status = self.status();
         let mut response = (status, self.body().to_string()).into_response();
         let headers = response.headers_mut();

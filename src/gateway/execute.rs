@@ -19,7 +19,9 @@ use super::error::{ApiError, ScriptFailure};
 use super::ratelimit::{self, ceil_secs};
 use super::AppState;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
+use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
+use tracing::{Instrument, Span};
 
 /// A validated `/execute` request.
 #[derive(Debug)]
@@ -119,7 +121,12 @@ fn is_identifier(name: &str) -> bool {
 pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // One registry snapshot per request: a reload never changes it mid-way.
     let registry = state.policies.registry();
-    let tenant = match authenticate(&registry, &headers) {
+    let tenant = match stage(spans::authenticate(), || {
+        let tenant = authenticate(&registry, &headers)?;
+        telemetry::request::set_tenant(&tenant.name);
+        Span::current().record("tenant", tenant.name.as_str());
+        Ok(tenant)
+    }) {
         Ok(tenant) => tenant,
         Err(e) => return e.into_response(),
     };
@@ -131,10 +138,23 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
         .into_response();
     }
     // Rate first (before the body is read): a flood costs as little as possible.
+    let rate_span = spans::rate_limit(&tenant.name);
     let rate = match &tenant.rate_limit {
-        Some(policy) => Some((policy, state.rate.check(&tenant.name, policy).await)),
+        Some(policy) => Some((
+            policy,
+            state
+                .rate
+                .check(&tenant.name, policy)
+                .instrument(rate_span.clone())
+                .await,
+        )),
         None => None,
     };
+    let limited = rate.as_ref().is_some_and(|(_, decision)| !decision.allowed);
+    spans::record_outcome(&rate_span, if limited { "rate-limited" } else { "ok" });
+    if limited {
+        telemetry::metrics().rate_limited(&tenant.name);
+    }
     let mut response = match rate {
         Some((policy, decision)) if !decision.allowed => ApiError::RateLimited {
             detail: format!(
@@ -170,9 +190,20 @@ async fn run_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_json(headers)?;
-    let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
-    let request = ExecuteRequest::parse(&body, tenant)?;
+    let validate = spans::validate();
+    let request = async {
+        require_json(headers)?;
+        let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
+        Span::current().record("request.body_bytes", body.len() as i64);
+        ExecuteRequest::parse(&body, tenant)
+    }
+    .instrument(validate.clone())
+    .await;
+    spans::record_outcome(&validate, outcome_of(&request));
+    let request = request?;
+    let script_sha = spans::script_sha256_prefix(&request.script);
+    validate.record("script.sha256", script_sha.as_str());
+    telemetry::request::set_script_sha256(&script_sha);
 
     let mut policy = tenant.sandbox.clone();
     if let Some(ms) = request.timeout_ms {
@@ -189,8 +220,11 @@ async fn run_request(
         && request.cache != Some(false)
         && !no_cache_requested(headers)
         && state.cache.is_enabled();
+    let cache_span = spans::cache_lookup(&tenant.name);
     let (Some(cache), Some(runtime), true) = (state.cache.inner(), runtime, cacheable) else {
+        spans::record_cache(&cache_span, &tenant.name, "bypass");
         let body = run_job(state, tenant, &job, &policy).await?;
+        telemetry::request::set_outcome("success");
         return Ok(json_response(Bytes::from(body.to_string()), "BYPASS"));
     };
     let key = cache::key(tenant, &runtime, &job.script, &job.args);
@@ -208,11 +242,13 @@ async fn run_request(
         })
         .await
         .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|arc| (*arc).clone()))?;
-    let label = if ran_here.load(Ordering::Relaxed) {
-        "MISS"
+    let (label, result) = if ran_here.load(Ordering::Relaxed) {
+        ("MISS", "miss")
     } else {
-        "HIT"
+        ("HIT", "hit")
     };
+    spans::record_cache(&cache_span, &tenant.name, result);
+    telemetry::request::set_outcome("success");
     Ok(json_response(cached.body.clone(), label))
 }
 
@@ -223,14 +259,21 @@ async fn run_job(
     job: &Job,
     policy: &SandboxPolicy,
 ) -> Result<Value, ApiError> {
-    state
+    let quota_span = spans::quota(&tenant.name);
+    let admitted = state
         .quota
         .begin_execution(&tenant.name, &tenant.quota)
+        .instrument(quota_span.clone())
         .await
-        .map_err(|denied| ApiError::QuotaExceeded {
-            detail: denied.detail,
-            retry_after_secs: ceil_secs(denied.retry_after),
-        })?;
+        .map_err(|denied| {
+            telemetry::metrics().quota_exceeded(&tenant.name, denied.exhausted);
+            ApiError::QuotaExceeded {
+                detail: denied.detail,
+                retry_after_secs: ceil_secs(denied.retry_after),
+            }
+        });
+    spans::record_outcome(&quota_span, outcome_of(&admitted));
+    admitted?;
     let report = match state.sandbox.execute(job, policy).await {
         Ok(report) => report,
         Err(e) => {
@@ -370,6 +413,20 @@ async fn read_body(
         Err(_) => Err(ApiError::InvalidRequest(
             "The request body could not be read.".into(),
         )),
+    }
+}
+
+/// Runs a synchronous stage inside its span and records how it ended.
+fn stage<T>(span: Span, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+    let result = span.in_scope(f);
+    spans::record_outcome(&span, outcome_of(&result));
+    result
+}
+
+fn outcome_of<T>(result: &Result<T, ApiError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod error;
 mod execute;
 mod health;
+mod metrics;
 pub mod quota;
 pub mod ratelimit;
 
@@ -145,7 +146,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, marks the
-    /// server as draining (so /readyz turns 503) and lets in-flight requests finish.
+    /// server as draining (so /readyz turns 503) and lets in-flight requests
+    /// finish for at most [`DRAIN_TIMEOUT`].
     ///
     /// hyper is driven directly rather than through `axum::serve`, which sets
     /// no timer: without one a client that trickles its headers a byte at a
@@ -197,10 +199,25 @@ impl Application {
         self.state.draining.store(true, Ordering::SeqCst);
         tracing::info!("shutting down: no new connections, finishing in-flight runs");
         drop(self.listener);
-        graceful.shutdown().await;
+        // hyper waits for every connection without a limit; the platform does
+        // not (Cloud Run kills 10 s after SIGTERM), and spans must be flushed
+        // before that.
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "in-flight requests did not finish in time; stopping anyway"
+            );
+        }
         Ok(())
     }
 }
+
+/// How long in-flight runs may finish after SIGTERM (Cloud Run gives 10 s;
+/// the rest is for flushing spans).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -208,7 +225,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(health::not_found)
+        // The server span; inside the request id layer so it sees the id.
+        .layer(middleware::from_fn(
+            crate::telemetry::request::trace_request,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -26,6 +26,8 @@ pub struct QuotaUsage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaDenied {
+    /// Which quota ran out: `executions` or `cpu_seconds` (a metric label).
+    pub exhausted: &'static str,
     pub detail: String,
     pub retry_after: Duration,
 }
@@ -120,6 +122,7 @@ impl QuotaStore for InMemoryQuotaStore {
             if let Some(limit) = quota.executions_per_day {
                 if day.executions >= limit {
                     return Err(QuotaDenied {
+                        exhausted: "executions",
                         detail: format!(
                             "The tenant has used its {limit} executions for today (UTC); the quota resets at midnight UTC."
                         ),
@@ -130,6 +133,7 @@ impl QuotaStore for InMemoryQuotaStore {
             if let Some(limit) = quota.cpu_seconds_per_day {
                 if day.cpu >= Duration::from_secs(limit) {
                     return Err(QuotaDenied {
+                        exhausted: "cpu_seconds",
                         detail: format!(
                             "The tenant has used its {limit} CPU-seconds for today (UTC); the quota resets at midnight UTC."
                         ),

@@ -19,6 +19,9 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::telemetry;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
@@ -402,11 +405,20 @@ impl Sandbox {
                     .cloned()
                     .unwrap_or_else(|| "the sandbox self-test has not passed yet".into()),
             };
+            telemetry::metrics().sandbox_rejected("unavailable");
             return Err(SandboxError::Unavailable(reason));
         }
-        let _permit = self.acquire_slot().await?;
+        // telemetry (issue 6): the wait and the run are spans of their own.
+        let queue = telemetry::spans::sandbox_queue(self.queue_depth());
+        let permit = self.acquire_slot().instrument(queue.clone()).await;
+        telemetry::spans::record_queue(&queue, &permit);
+        let _permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
-        self.run_once(job, policy).await
+        let mode = self.effective_mode(policy).label();
+        let run = telemetry::spans::sandbox_run(&job.script, mode);
+        let report = self.run_once(job, policy).instrument(run.span()).await;
+        run.finish(&report);
+        report
     }
 
     /// The cgroups of runs that still exist, as `controller/instance/run-N`

@@ -112,8 +112,9 @@ pub fn tenant_yaml(name: &str, api_key: &str, spec_extra: &str) -> String {
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    /// The server's own sandbox, for checks on what runs leave behind.
-    pub sandbox: Arc<Sandbox>,
+    /// The server's own sandbox, for checks on what runs leave behind; none
+    /// for a server in another process.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 impl TestServer {
@@ -143,7 +144,7 @@ impl TestServer {
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
-            sandbox,
+            sandbox: Some(sandbox),
         };
         if wait_ready {
             server.wait_ready();
@@ -294,8 +295,119 @@ pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| TestServer::start(server_config(), true))
 }
 
+/// The real `pyexec serve` binary on a random port, its stdout (the JSON log)
+/// collected line by line: for what only a whole process shows — the global
+/// tracing subscriber, the span exporter, signals and the exit code.
+pub struct SpawnedServer {
+    pub api: TestServer,
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdout_done: std::sync::mpsc::Receiver<()>,
+}
+
+impl SpawnedServer {
+    /// Starts it with `envs` on top of a clean telemetry environment and
+    /// waits until its sandbox self-test has passed.
+    pub fn start(envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let config = sandbox_config();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
+        command
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .arg("--nsjail")
+            .arg(&config.nsjail_bin)
+            .arg("--python")
+            .arg(&config.python_bin)
+            .arg("--nsjail-dir")
+            .arg(&config.nsjail_dir)
+            .env("PYEXEC_API_KEY", API_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, _) in std::env::vars() {
+            if name.starts_with("OTEL_") || name == "GOOGLE_CLOUD_PROJECT" || name == "PYEXEC_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command.envs(envs.iter().copied());
+        let mut child = command.spawn().expect("pyexec serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (done_tx, stdout_done) = std::sync::mpsc::channel();
+        let collected = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if entry["message"] == "pyexec listening" {
+                        let _ = addr_tx.send(entry["addr"].as_str().unwrap_or("").to_string());
+                    }
+                }
+                collected.lock().unwrap().push(line);
+            }
+            let _ = done_tx.send(());
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs the address it listens on");
+        let api = TestServer {
+            sandbox: None,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        };
+        api.wait_ready();
+        Self {
+            api,
+            child,
+            lines,
+            stdout_done,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+    }
+
+    /// Waits for the process to end (a deadline only so a hang fails the
+    /// test instead of the suite) and for its last log line.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let _ = self.stdout_done.recv_timeout(Duration::from_secs(10));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stdout line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A tiny blocking GET for readiness polling outside any async runtime.
-fn get_status_blocking(url: &str) -> Option<u16> {
+pub fn get_status_blocking(url: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let host = url.strip_prefix("http://")?.split('/').next()?;
     let path = &url["http://".len() + host.len()..];

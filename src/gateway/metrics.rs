@@ -1,0 +1,30 @@
+//! `GET /metrics`: Prometheus text format, no auth (scrapers sit inside the
+//! platform; nothing in it names a script, key or client).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::telemetry;
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let m = telemetry::metrics();
+    // Sampled now, so the gauges are never stale.
+    let status = state.sandbox.status();
+    m.set_sandbox_state(
+        state.sandbox.queue_depth(),
+        status.max_concurrent,
+        state.sandbox.is_ready(),
+    );
+    if let Some(pool) = &status.warm_pool {
+        m.set_warm_pool(pool);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        m.render(),
+    )
+}

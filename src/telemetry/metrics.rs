@@ -1,0 +1,293 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! One process-wide registry: the gateway, the sandbox and the tenancy stages
+//! (rate limit, quota, cache) all count into it through [`metrics()`], so none
+//! of them needs a handle threaded through its constructor. Labels are bounded
+//! sets (tenant names from policy files, routes, status codes, fixed outcome
+//! names); never anything a client chooses freely.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// The tenant label of requests that never got as far as authentication.
+pub const NO_TENANT: &str = "-";
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    http_in_flight: IntGauge,
+    sandbox_runs: HistogramVec,
+    sandbox_in_progress: IntGaugeVec,
+    sandbox_queue_depth: IntGauge,
+    sandbox_slots: IntGauge,
+    sandbox_rejections: IntCounterVec,
+    sandbox_ready: IntGauge,
+    cache: IntCounterVec,
+    rate_limited: IntCounterVec,
+    quota_rejections: IntCounterVec,
+    warm_pool: IntGaugeVec,
+    sandbox_cpu: GaugeVec,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Seconds buckets from 5 ms to ~80 s: a cached hit, a plain script, a pandas
+/// import and a run that reaches the 30 s limit each land in their own range.
+fn duration_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.005, 2.0, 15).expect("valid buckets")
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new_custom(Some("pyexec".into()), None).expect("valid prefix");
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(duration_buckets()),
+                labels,
+            )
+            .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let build_info = gauge_vec(
+            "build_info",
+            "Always 1; the labels say which build is running.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let sandbox_cpu = GaugeVec::new(
+            Opts::new(
+                "sandbox_cpu_seconds_total",
+                "CPU seconds the sandboxes' cgroups used, by tenant.",
+            ),
+            &["tenant"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sandbox_cpu.clone()))
+            .expect("unique metric");
+        Self {
+            http_requests: counter(
+                "http_requests_total",
+                "HTTP requests answered, by tenant, route and status code.",
+                &["tenant", "route", "status"],
+            ),
+            http_duration: histogram(
+                "http_request_duration_seconds",
+                "Time from request to response, by tenant and route.",
+                &["tenant", "route"],
+            ),
+            http_in_flight: gauge(
+                "http_requests_in_flight",
+                "Requests being handled right now.",
+            ),
+            sandbox_runs: histogram(
+                "sandbox_run_duration_seconds",
+                "Wall-clock time of sandbox runs, by mode and outcome.",
+                &["mode", "outcome"],
+            ),
+            sandbox_in_progress: gauge_vec(
+                "sandbox_runs_in_progress",
+                "Sandbox runs executing right now, by mode.",
+                &["mode"],
+            ),
+            sandbox_queue_depth: gauge(
+                "sandbox_queue_depth",
+                "Runs waiting for a free sandbox slot.",
+            ),
+            sandbox_slots: gauge(
+                "sandbox_slots",
+                "Sandbox runs allowed at once (--max-concurrent).",
+            ),
+            sandbox_rejections: counter(
+                "sandbox_rejections_total",
+                "Runs turned away before they started (queue full or wait too long, sandbox unavailable, launch failure).",
+                &["reason"],
+            ),
+            sandbox_ready: gauge(
+                "sandbox_ready",
+                "1 when the sandbox self-test has passed and scripts can run.",
+            ),
+            cache: counter(
+                "cache_requests_total",
+                "Result cache lookups by tenant and result (hit, miss, bypass).",
+                &["tenant", "result"],
+            ),
+            rate_limited: counter(
+                "rate_limit_rejections_total",
+                "Requests refused by the tenant's rate limit.",
+                &["tenant"],
+            ),
+            quota_rejections: counter(
+                "quota_rejections_total",
+                "Requests refused because a daily quota is used up, by tenant and quota (executions, cpu_seconds).",
+                &["tenant", "quota"],
+            ),
+            warm_pool: gauge_vec(
+                "warm_pool",
+                "The warm pool, sampled at scrape time: live zygotes, zygotes started and zygote failures since start, runs served.",
+                &["state"],
+            ),
+            sandbox_cpu,
+            registry,
+        }
+    }
+
+    /// Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail on valid metrics");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    pub fn http_request_started(&self) {
+        self.http_in_flight.inc();
+    }
+
+    pub fn http_request_finished(&self, tenant: &str, route: &str, status: u16, took: Duration) {
+        self.http_in_flight.dec();
+        self.http_requests
+            .with_label_values(&[tenant, route, &status.to_string()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[tenant, route])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn sandbox_run_started(&self, mode: &str) {
+        self.sandbox_in_progress.with_label_values(&[mode]).inc();
+    }
+
+    /// A run ended with a report. `planned` is the mode it was started in
+    /// (it balances the in-progress gauge), `actual` the one it ran in (a warm
+    /// pool may fall back to cold).
+    pub fn sandbox_run_finished(&self, planned: &str, actual: &str, outcome: &str, took: Duration) {
+        self.sandbox_in_progress.with_label_values(&[planned]).dec();
+        self.sandbox_runs
+            .with_label_values(&[actual, outcome])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A run that failed to launch or was dropped with its request: it leaves
+    /// the in-progress gauge but has no duration worth a histogram sample.
+    pub fn sandbox_run_ended_without_report(&self, mode: &str) {
+        self.sandbox_in_progress.with_label_values(&[mode]).dec();
+    }
+
+    pub fn sandbox_cpu_used(&self, tenant: &str, cpu: Duration) {
+        self.sandbox_cpu
+            .with_label_values(&[tenant])
+            .add(cpu.as_secs_f64());
+    }
+
+    /// `reason`: `saturated`, `unavailable` or `launch-failed`.
+    pub fn sandbox_rejected(&self, reason: &str) {
+        self.sandbox_rejections.with_label_values(&[reason]).inc();
+    }
+
+    /// Sampled at scrape time from the sandbox itself, so they are never stale.
+    pub fn set_sandbox_state(&self, queue_depth: usize, slots: usize, ready: bool) {
+        self.sandbox_queue_depth.set(queue_depth as i64);
+        self.sandbox_slots.set(slots as i64);
+        self.sandbox_ready.set(ready as i64);
+    }
+
+    /// `result`: `hit`, `miss` or `bypass` (the `X-Cache` header's values, lower case).
+    pub fn cache_lookup(&self, tenant: &str, result: &str) {
+        self.cache.with_label_values(&[tenant, result]).inc();
+    }
+
+    pub fn rate_limited(&self, tenant: &str) {
+        self.rate_limited.with_label_values(&[tenant]).inc();
+    }
+
+    /// `quota`: which quota ran out, e.g. `executions` or `cpu_seconds`.
+    pub fn quota_exceeded(&self, tenant: &str, quota: &str) {
+        self.quota_rejections
+            .with_label_values(&[tenant, quota])
+            .inc();
+    }
+
+    /// The warm pool's state, sampled by the `/metrics` handler.
+    pub fn set_warm_pool(&self, pool: &crate::sandbox::WarmPoolStatus) {
+        for (state, n) in [
+            ("zygotes", pool.zygotes as u64),
+            ("zygotes_started", pool.zygotes_started),
+            ("zygote_failures", pool.zygote_failures),
+            ("runs", pool.runs),
+        ] {
+            self.warm_pool.with_label_values(&[state]).set(n as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_every_family_with_the_pyexec_prefix() {
+        let m = metrics();
+        m.http_request_started();
+        m.http_request_finished("acme", "/execute", 200, Duration::from_millis(12));
+        m.cache_lookup("acme", "miss");
+        m.rate_limited("acme");
+        m.quota_exceeded("acme", "executions");
+        m.set_warm_pool(&crate::sandbox::WarmPoolStatus {
+            zygotes: 2,
+            zygote_pids: vec![],
+            zygotes_started: 3,
+            zygote_failures: 1,
+            runs: 10,
+        });
+        let text = m.render();
+        for needle in [
+            "pyexec_http_requests_total{route=\"/execute\",status=\"200\",tenant=\"acme\"}",
+            "pyexec_http_request_duration_seconds_bucket",
+            "pyexec_cache_requests_total{result=\"miss\",tenant=\"acme\"}",
+            "pyexec_rate_limit_rejections_total{tenant=\"acme\"}",
+            "pyexec_quota_rejections_total{quota=\"executions\",tenant=\"acme\"}",
+            "pyexec_warm_pool{state=\"zygotes\"} 2",
+            "pyexec_build_info{version=",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+    }
+}
