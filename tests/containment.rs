@@ -247,3 +247,31 @@ async fn without_nsjail_nothing_runs_and_the_server_says_why() {
     r.assert_problem(503, "unavailable");
     assert!(!r.body.to_string().contains("/nonexistent"));
 }
+
+#[tokio::test]
+async fn a_request_abandoned_by_its_client_leaves_no_run_behind() {
+    let server = TestServer::start(server_config(), true);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let abandoned = impatient
+        .post(server.url("/execute"))
+        .bearer_auth(common::API_KEY)
+        .json(&json!({"script": "import time\ndef main():\n    time.sleep(25)"}))
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the client gave up first");
+    // The server drops the request with its connection; the run's processes
+    // and cgroup go with it instead of sleeping on to the wall-clock limit.
+    let sandbox = server.sandbox.as_ref().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !sandbox.live_run_cgroups().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned run is still there: {:?}",
+            sandbox.live_run_cgroups()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

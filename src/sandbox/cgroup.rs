@@ -338,9 +338,18 @@ impl RunCgroup {
         }
     }
 
-    /// Kills what is left and removes the group. Removal of a dying process's
-    /// group can fail for a moment, so it is retried briefly.
+    /// Kills what is left and removes the group (blocking: call it off the
+    /// async threads). Dropping the group does the same, so a run whose
+    /// request is abandoned (client gone, drain deadline) leaves nothing either.
     pub fn destroy(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RunCgroup {
+    /// Removal of a dying process's group can fail for a moment, so it is
+    /// retried briefly.
+    fn drop(&mut self) {
         self.kill_all();
         for dir in &self.dirs {
             for attempt in 0..200 {
