@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::gateway::redis::RedisSettings;
 use crate::gateway::Stores;
 use crate::sandbox::{SandboxConfig, SandboxMode};
 
@@ -78,6 +79,17 @@ pub struct ServeArgs {
     /// Result cache size in bytes (0 turns the cache off).
     #[arg(long, env = "PYEXEC_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
+    /// Redis shared by every replica for rate limits, quotas and the result
+    /// cache: `redis://[user:password@]host:6379` or `rediss://…` (TLS).
+    /// Unset: everything stays in this process's memory.
+    #[arg(long, env = "PYEXEC_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Deadline of each Redis call, in milliseconds; past it Redis counts as down.
+    #[arg(long, env = "PYEXEC_REDIS_TIMEOUT_MS", default_value_t = 200)]
+    pub redis_timeout_ms: u64,
+    /// PEM CA certificate for a rediss:// server (e.g. Memorystore's server CA).
+    #[arg(long, env = "PYEXEC_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -95,6 +107,8 @@ pub struct ServerConfig {
     /// Result cache capacity in bytes; 0 turns it off.
     pub cache_bytes: u64,
     pub stores: Stores,
+    /// Shared state in Redis; `None` keeps it in memory.
+    pub redis: Option<RedisSettings>,
 }
 
 impl ServerConfig {
@@ -106,6 +120,19 @@ impl ServerConfig {
             args.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            (1..=60_000).contains(&args.redis_timeout_ms),
+            "--redis-timeout-ms must be from 1 to 60000"
+        );
+        let redis = args
+            .redis_url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .map(|url| RedisSettings {
+                url: url.clone(),
+                timeout: Duration::from_millis(args.redis_timeout_ms),
+                ca_file: args.redis_ca_file.clone(),
+            });
         Ok(Self {
             listen,
             max_body_bytes: args.max_body_bytes,
@@ -116,6 +143,7 @@ impl ServerConfig {
             policies_dir: Some(args.policies.clone()),
             cache_bytes: args.cache_bytes,
             stores: Stores::default(),
+            redis,
         })
     }
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pyexec::config::ServerConfig;
+use pyexec::gateway::redis::RedisSettings;
 use pyexec::gateway::Application;
 use pyexec::sandbox::{SandboxConfig, SandboxMode};
 use serde_json::{json, Value};
@@ -50,6 +51,7 @@ pub fn server_config() -> ServerConfig {
         policies_dir: None,
         cache_bytes: 16 * 1024 * 1024,
         stores: Default::default(),
+        redis: None,
     }
 }
 
@@ -58,6 +60,130 @@ pub fn policy_server_config(dir: &Path) -> ServerConfig {
     ServerConfig {
         policies_dir: Some(dir.to_path_buf()),
         ..server_config()
+    }
+}
+
+/// A policy server whose rate limits, quotas and cache live in `redis`.
+pub fn redis_server_config(dir: &Path, redis: &RedisServer) -> ServerConfig {
+    ServerConfig {
+        redis: Some(RedisSettings {
+            url: redis.url(),
+            timeout: Duration::from_millis(200),
+            ca_file: None,
+        }),
+        ..policy_server_config(dir)
+    }
+}
+
+/// A private `redis-server` on a free port, in a temporary folder, without
+/// persistence; killed when dropped. Tests stop, pause and restart it.
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with_password(None)
+    }
+
+    pub fn start_with_password(password: Option<&str>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            port,
+            password: password.map(str::to_string),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts it (again) on the same port, empty, and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let mut command = std::process::Command::new(
+            std::env::var("PYEXEC_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+        );
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null());
+        if let Some(p) = &self.password {
+            command.args(["--requirepass", p]);
+        }
+        self.child = Some(
+            command
+                .spawn()
+                .expect("redis-server runs (scripts/setup.sh --with-redis installs it)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.try_connection().is_none() {
+            assert!(Instant::now() < deadline, "redis-server never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it: connections are refused until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes it (SIGSTOP): connections stay open, calls hang, as with a
+    /// Redis that is overloaded or behind a broken network path.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    }
+
+    fn try_connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut conn).ok()?;
+        Some(conn)
+    }
+
+    /// A direct connection, for checking what the gateways wrote.
+    pub fn connection(&self) -> redis::Connection {
+        self.try_connection().expect("redis-server answers")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.resume();
+        }
+        self.stop();
     }
 }
 
