@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{redis_server_config, tenant_yaml, PolicyDir, RedisServer, TestServer};
+use pyexec::gateway::quota::{QuotaError, QuotaStore};
 use pyexec::gateway::ratelimit::{InMemoryRateStore, RateStore};
-use pyexec::gateway::redis::{RedisBackend, RedisRateStore, RedisSettings};
-use pyexec::tenants::{OnFailure, RateLimitPolicy};
+use pyexec::gateway::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
+use pyexec::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy};
 use serde_json::{json, Value};
 
 const ALPHA_KEY: &str = "pyx_alpha_shared_key";
@@ -84,13 +85,7 @@ fn executions_in_redis(redis: &RedisServer, tenant: &str) -> i64 {
 #[tokio::test]
 async fn the_redis_gcra_decides_like_the_in_memory_one() {
     let redis = RedisServer::start();
-    let backend = RedisBackend::connect(&RedisSettings {
-        url: redis.url(),
-        timeout: Duration::from_millis(500),
-        ca_file: None,
-    })
-    .await
-    .unwrap();
+    let backend = RedisBackend::connect(&redis.settings()).await.unwrap();
     let local: Arc<dyn RateStore> = Arc::new(InMemoryRateStore::new());
     let shared = RedisRateStore::new(backend, local.clone());
     // Slow enough that nothing refills while the test runs.
@@ -118,6 +113,55 @@ async fn the_redis_gcra_decides_like_the_in_memory_one() {
             "{got:?}"
         );
     }
+}
+
+/// A begin that times out on a frozen Redis runs when Redis wakes up. For a
+/// perReplica tenant the execution went ahead and is counted once (the
+/// buffered replay carries the same id); for a failClosed tenant it was
+/// refused and is not counted at all.
+#[tokio::test]
+async fn a_timed_out_quota_write_that_runs_late_is_counted_exactly_once() {
+    let redis = RedisServer::start();
+    // Two replicas, so that each meets the frozen Redis with a real send
+    // (after a first failure a replica stops sending).
+    let replica = || async {
+        let backend = RedisBackend::connect(&redis.settings()).await.unwrap();
+        let store = RedisQuotaStore::new(backend.clone(), Arc::new(std::time::SystemTime::now));
+        (backend, store)
+    };
+    let (kept_backend, kept) = replica().await;
+    let (refused_backend, refused) = replica().await;
+    let quota = |on_failure| QuotaPolicy {
+        executions_per_day: Some(10),
+        on_failure,
+        ..QuotaPolicy::default()
+    };
+    let per_replica = quota(OnFailure::PerReplica);
+    kept.begin_execution("kept", &per_replica).await.unwrap();
+
+    redis.pause();
+    let usage = kept.begin_execution("kept", &per_replica).await.unwrap();
+    assert_eq!(usage.executions, 2, "decided on the last count seen");
+    assert!(matches!(
+        refused
+            .begin_execution("refused", &quota(OnFailure::FailClosed))
+            .await,
+        Err(QuotaError::Unavailable(_))
+    ));
+    kept.add_cpu_time("kept", Duration::from_millis(1500)).await;
+
+    redis.resume();
+    for backend in [&kept_backend, &refused_backend] {
+        eventually("the buffer is written", || async {
+            let health = backend.health();
+            (health["available"] == true && health["buffered_quota_writes"] == 0).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(executions_in_redis(&redis, "kept"), 2);
+    assert_eq!(executions_in_redis(&redis, "refused"), 0);
+    assert_eq!(quota_in_redis(&redis, "kept", "cpu_us"), 1_500_000);
+    assert_eq!(kept.usage("kept").await.executions, 2);
 }
 
 #[tokio::test]
@@ -179,7 +223,7 @@ async fn a_quota_spent_on_one_replica_is_exhausted_on_the_other() {
 async fn a_result_cached_by_one_replica_is_a_hit_on_the_other_never_for_another_tenant() {
     // With a password: it must never show up in what the gateway says.
     let password = "s3cret-redis-password-for-tests";
-    let redis = RedisServer::start_with_password(Some(password));
+    let redis = RedisServer::start_with_password(password);
     let dir = PolicyDir::new();
     let cached = "  cache: {enabled: true, ttlSeconds: 600}\n";
     dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, cached));
@@ -257,7 +301,9 @@ async fn per_replica_tenants_keep_running_while_redis_hangs_and_their_usage_is_c
         let health = redis_health(server).await;
         assert_eq!(health["available"], false, "{health}");
         assert!(health["per_replica_decisions"].as_u64().unwrap() >= 1);
-        assert!(health["buffered_quota_writes"].as_u64().unwrap() >= 1);
+        // Only the rate check met the frozen Redis; the rest was never sent,
+        // so each replica's usage of the day is one buffered write.
+        assert_eq!(health["buffered_quota_writes"], 1, "{health}");
     }
 
     redis.resume();
@@ -332,4 +378,33 @@ async fn fail_closed_tenants_get_503_while_redis_is_down_and_recover_when_it_ret
     assert_eq!(executions_in_redis(&redis, "beta"), 3);
     assert_eq!(executions_in_redis(&redis, "alpha"), 2);
     assert_eq!(a.health().await["status"], "healthy");
+}
+
+#[tokio::test]
+async fn replicas_share_state_over_tls_with_a_password() {
+    let password = "tls-redis-password-for-tests";
+    let redis = RedisServer::start_tls(password);
+    assert!(redis.url().starts_with("rediss://"));
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml(
+            "alpha",
+            ALPHA_KEY,
+            "  quota: {executionsPerDay: 5}\n  cache: {enabled: true}\n",
+        ),
+    );
+    let (a, b) = two_replicas(&dir, &redis);
+    let body = json!({"script": RANDOM_SCRIPT, "args": {"n": 7}});
+    let miss = a.execute_with_key(body.clone(), ALPHA_KEY).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    let hit = b.execute_with_key(body, ALPHA_KEY).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.assert_ok(), miss.assert_ok());
+    assert!(hit.header("ratelimit").unwrap().contains("\"daily\";r=4;"));
+    let health = b.health().await;
+    assert_eq!(health["redis"]["tls"], true);
+    assert_eq!(health["redis"]["failures"], 0);
+    assert!(!health.to_string().contains(password));
+    assert_eq!(executions_in_redis(&redis, "alpha"), 1);
 }

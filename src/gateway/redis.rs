@@ -83,6 +83,10 @@ struct QuotaOp {
     /// Withdraws the begin with this id: it is undone if it ran, and
     /// prevented from running if it has not yet.
     revokes: Option<String>,
+    /// Never sent to Redis: later buffered usage may be added to it, so a
+    /// long outage buffers one op per tenant and day, not one per request.
+    /// An op that was sent (and may still run) keeps its deltas as they were.
+    mergeable: bool,
 }
 
 impl QuotaOp {
@@ -94,6 +98,7 @@ impl QuotaOp {
             executions: 0,
             cpu_us: 0,
             revokes: None,
+            mergeable: false,
         }
     }
 }
@@ -248,9 +253,29 @@ impl RedisBackend {
 
     /// Applies a quota write now, or keeps it for when Redis is back.
     async fn apply_or_buffer(&self, op: QuotaOp) {
-        if self.apply_op(&op, false).await.is_err() {
-            self.pending.lock().unwrap().push(op);
+        if let Err(failure) = self.apply_op(&op, false).await {
+            self.buffer(op, failure);
         }
+    }
+
+    /// Keeps a quota write for the flush. `failure` says whether it was
+    /// sent: one that was keeps its id and deltas (Redis may run it late and
+    /// the replay must then be a no-op); one that was not joins the
+    /// tenant's other unsent usage of the day.
+    fn buffer(&self, mut op: QuotaOp, failure: CallError) {
+        let mut pending = self.pending.lock().unwrap();
+        if failure == CallError::Skipped && op.revokes.is_none() {
+            if let Some(unsent) = pending
+                .iter_mut()
+                .find(|p| p.mergeable && p.tenant == op.tenant && p.day == op.day)
+            {
+                unsent.executions += op.executions;
+                unsent.cpu_us += op.cpu_us;
+                return;
+            }
+            op.mergeable = true;
+        }
+        pending.push(op);
     }
 
     async fn apply_op(&self, op: &QuotaOp, force: bool) -> Result<(), CallError> {
@@ -277,10 +302,12 @@ impl RedisBackend {
     /// Writes the buffered quota usage in order; stops at the first failure
     /// and keeps the rest. True when nothing is left.
     async fn flush(&self) -> bool {
-        let ops = std::mem::take(&mut *self.pending.lock().unwrap());
+        let mut ops = std::mem::take(&mut *self.pending.lock().unwrap());
         let mut done = 0;
-        for op in &ops {
+        for op in &mut ops {
             if self.apply_op(op, true).await.is_err() {
+                // Sent: from now on its deltas are fixed.
+                op.mergeable = false;
                 break;
             }
             done += 1;
@@ -571,7 +598,7 @@ impl QuotaStore for RedisQuotaStore {
             if failure == CallError::Failed {
                 let mut revoke = QuotaOp::new(tenant, day);
                 revoke.revokes = Some(op.id.clone());
-                backend.pending.lock().unwrap().push(revoke);
+                backend.buffer(revoke, failure);
             }
         };
         if let Err(unavailable) = self.backend.on_failure(quota.on_failure) {
@@ -586,7 +613,7 @@ impl QuotaStore for RedisQuotaStore {
         }
         // Same id as the begin that failed: if that one ran after all, the
         // replay changes nothing.
-        self.backend.pending.lock().unwrap().push(op);
+        self.backend.buffer(op, failure);
         Ok(usage(e + 1, c, resets_in))
     }
 

@@ -66,11 +66,7 @@ pub fn policy_server_config(dir: &Path) -> ServerConfig {
 /// A policy server whose rate limits, quotas and cache live in `redis`.
 pub fn redis_server_config(dir: &Path, redis: &RedisServer) -> ServerConfig {
     ServerConfig {
-        redis: Some(RedisSettings {
-            url: redis.url(),
-            timeout: Duration::from_millis(200),
-            ca_file: None,
-        }),
+        redis: Some(redis.settings()),
         ..policy_server_config(dir)
     }
 }
@@ -80,36 +76,65 @@ pub fn redis_server_config(dir: &Path, redis: &RedisServer) -> ServerConfig {
 pub struct RedisServer {
     pub port: u16,
     password: Option<String>,
+    /// With TLS: the CA that signed the server's certificate.
+    ca_file: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_with_password(None)
+        Self::start_with(None, false)
     }
 
-    pub fn start_with_password(password: Option<&str>) -> Self {
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password), false)
+    }
+
+    /// TLS only (no plain port), with a CA and a server certificate for
+    /// 127.0.0.1 made now with the openssl CLI, as Memorystore runs it.
+    pub fn start_tls(password: &str) -> Self {
+        Self::start_with(Some(password), true)
+    }
+
+    fn start_with(password: Option<&str>, tls: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = tls.then(|| make_tls_files(dir.path()));
         let mut server = Self {
             port,
             password: password.map(str::to_string),
-            dir: tempfile::tempdir().unwrap(),
+            ca_file,
+            dir,
             child: None,
         };
         server.restart();
         server
     }
 
-    /// `redis://[:password@]127.0.0.1:port`.
+    /// `redis[s]://[:password@]127.0.0.1:port`.
     pub fn url(&self) -> String {
+        let scheme = if self.ca_file.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// What a gateway needs to use this server.
+    pub fn settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.url(),
+            timeout: Duration::from_millis(200),
+            ca_file: self.ca_file.clone(),
         }
     }
 
@@ -119,8 +144,30 @@ impl RedisServer {
         let mut command = std::process::Command::new(
             std::env::var("PYEXEC_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
         );
+        let port = self.port.to_string();
+        match &self.ca_file {
+            None => command.args(["--port", &port]),
+            Some(ca) => {
+                let file = |name: &str| self.dir.path().join(name);
+                command
+                    .args([
+                        "--port",
+                        "0",
+                        "--tls-port",
+                        &port,
+                        "--tls-auth-clients",
+                        "no",
+                    ])
+                    .arg("--tls-cert-file")
+                    .arg(file("server.crt"))
+                    .arg("--tls-key-file")
+                    .arg(file("server.key"))
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca)
+            }
+        };
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -164,7 +211,17 @@ impl RedisServer {
     }
 
     fn try_connection(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url()).ok()?;
+        let client = match &self.ca_file {
+            None => redis::Client::open(self.url()),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).unwrap()),
+                },
+            ),
+        }
+        .ok()?;
         let mut conn = client
             .get_connection_with_timeout(Duration::from_secs(1))
             .ok()?;
@@ -176,6 +233,67 @@ impl RedisServer {
     pub fn connection(&self) -> redis::Connection {
         self.try_connection().expect("redis-server answers")
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`;
+/// returns the CA's path.
+fn make_tls_files(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "1", "-subj", "/CN=pyexec test CA"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    dir.join("ca.crt")
 }
 
 impl Drop for RedisServer {
