@@ -63,7 +63,7 @@ impl SandboxArgs {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on (default 0.0.0.0:$PORT, PORT defaulting to 8080).
     #[arg(long, env = "PYEXEC_LISTEN")]
@@ -92,6 +92,23 @@ pub struct ServeArgs {
     pub redis_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+}
+
+/// By hand: `redis_url` may carry the Redis password.
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("port", &self.port)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("policies", &self.policies)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
 }
 
 /// Everything `Application::build` needs.

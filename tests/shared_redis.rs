@@ -70,12 +70,18 @@ fn quota_in_redis(redis: &RedisServer, tenant: &str, field: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// A policies folder with `alpha`: roomy limits and `spec.redis.onFailure`.
-fn alpha_failing(on_failure: &str) -> PolicyDir {
+/// A policies folder with the tenant `alpha` and its `spec` lines.
+fn alpha_policies(spec: &str) -> PolicyDir {
     let dir = PolicyDir::new();
-    let spec = format!("{ROOMY_LIMITS}  redis: {{onFailure: {on_failure}}}\n");
-    dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, &spec));
+    dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, spec));
     dir
+}
+
+/// `alpha` with roomy limits and `spec.redis.onFailure`.
+fn alpha_failing(on_failure: &str) -> PolicyDir {
+    alpha_policies(&format!(
+        "{ROOMY_LIMITS}  redis: {{onFailure: {on_failure}}}\n"
+    ))
 }
 
 fn executions_in_redis(redis: &RedisServer, tenant: &str) -> i64 {
@@ -197,11 +203,7 @@ async fn a_tenants_burst_is_limited_across_both_replicas() {
 #[tokio::test]
 async fn a_quota_spent_on_one_replica_is_exhausted_on_the_other() {
     let redis = RedisServer::start();
-    let dir = PolicyDir::new();
-    dir.write(
-        "alpha",
-        &tenant_yaml("alpha", ALPHA_KEY, "  quota: {executionsPerDay: 2}\n"),
-    );
+    let dir = alpha_policies("  quota: {executionsPerDay: 2}\n");
     let (a, b) = two_replicas(&dir, &redis);
 
     let r = a.execute_with_key(ok_body(), ALPHA_KEY).await;
@@ -385,15 +387,7 @@ async fn replicas_share_state_over_tls_with_a_password() {
     let password = "tls-redis-password-for-tests";
     let redis = RedisServer::start_tls(password);
     assert!(redis.url().starts_with("rediss://"));
-    let dir = PolicyDir::new();
-    dir.write(
-        "alpha",
-        &tenant_yaml(
-            "alpha",
-            ALPHA_KEY,
-            "  quota: {executionsPerDay: 5}\n  cache: {enabled: true}\n",
-        ),
-    );
+    let dir = alpha_policies("  quota: {executionsPerDay: 5}\n  cache: {enabled: true}\n");
     let (a, b) = two_replicas(&dir, &redis);
     let body = json!({"script": RANDOM_SCRIPT, "args": {"n": 7}});
     let miss = a.execute_with_key(body.clone(), ALPHA_KEY).await;
@@ -407,4 +401,88 @@ async fn replicas_share_state_over_tls_with_a_password() {
     assert_eq!(health["redis"]["failures"], 0);
     assert!(!health.to_string().contains(password));
     assert_eq!(executions_in_redis(&redis, "alpha"), 1);
+}
+
+/// The real `pyexec serve` process with the password in `PYEXEC_REDIS_URL`:
+/// its logs say when Redis goes and comes back, and never show the password.
+#[tokio::test]
+async fn serve_logs_redis_outages_without_the_password() {
+    let password = "never-log-this-redis-password";
+    let mut redis = RedisServer::start_with_password(password);
+    let dir = alpha_policies("  rateLimit: {requestsPerSecond: 100, burst: 100}\n");
+    let sandbox = common::sandbox_config();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(["--log-format=json", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--policies")
+        .arg(dir.path())
+        .arg("--nsjail")
+        .arg(&sandbox.nsjail_bin)
+        .arg("--python")
+        .arg(&sandbox.python_bin)
+        .arg("--nsjail-dir")
+        .arg(&sandbox.nsjail_dir)
+        .env("PYEXEC_REDIS_URL", redis.url())
+        .env("PYEXEC_API_KEY", common::API_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every log line, as it comes.
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let logged = |needle: &'static str| {
+        let lines = lines.clone();
+        move || {
+            let lines = lines.lock().unwrap();
+            let found = lines.iter().find(|l| l.contains(needle)).cloned();
+            async move { found }
+        }
+    };
+    let listening: Value =
+        serde_json::from_str(&eventually("serve listens", logged("pyexec listening")).await)
+            .unwrap();
+    let base = format!("http://{}", listening["addr"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    let execute = || {
+        client
+            .post(format!("{base}/execute"))
+            .bearer_auth(ALPHA_KEY)
+            .json(&json!({"script": 1}))
+            .send()
+    };
+    assert_eq!(execute().await.unwrap().status(), 400);
+
+    redis.stop();
+    // perReplica (the default): answered on this replica's own limits.
+    assert_eq!(execute().await.unwrap().status(), 400);
+    eventually("the outage is logged", logged("Redis unavailable")).await;
+    redis.restart();
+    eventually("the recovery is logged", logged("Redis is back")).await;
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let lines = lines.lock().unwrap();
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("Redis unavailable"))
+        .unwrap();
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        !lines.iter().any(|l| l.contains(password)),
+        "the password was logged"
+    );
 }
