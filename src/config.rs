@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::gateway::redis::RedisSettings;
 use crate::gateway::Stores;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
 
@@ -75,7 +76,7 @@ impl SandboxArgs {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on (default 0.0.0.0:$PORT, PORT defaulting to 8080).
     #[arg(long, env = "PYEXEC_LISTEN")]
@@ -95,8 +96,36 @@ pub struct ServeArgs {
     /// Result cache size in bytes (0 turns the cache off).
     #[arg(long, env = "PYEXEC_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
+    /// Redis shared by every replica for rate limits, quotas and the result
+    /// cache: `redis://[user:password@]host:6379` or `rediss://…` (TLS).
+    /// Unset: everything stays in this process's memory.
+    #[arg(long, env = "PYEXEC_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Deadline of each Redis call, in milliseconds; past it Redis counts as down.
+    #[arg(long, env = "PYEXEC_REDIS_TIMEOUT_MS", default_value_t = 200)]
+    pub redis_timeout_ms: u64,
+    /// PEM CA certificate for a rediss:// server (e.g. Memorystore's server CA).
+    #[arg(long, env = "PYEXEC_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+}
+
+/// By hand: `redis_url` may carry the Redis password.
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("port", &self.port)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("policies", &self.policies)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("sandbox", &self.sandbox)
+            .finish()
+    }
 }
 
 /// Everything `Application::build` needs.
@@ -114,6 +143,8 @@ pub struct ServerConfig {
     /// Result cache capacity in bytes; 0 turns it off.
     pub cache_bytes: u64,
     pub stores: Stores,
+    /// Shared state in Redis; `None` keeps it in memory.
+    pub redis: Option<RedisSettings>,
 }
 
 impl ServerConfig {
@@ -125,6 +156,19 @@ impl ServerConfig {
             args.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            (1..=60_000).contains(&args.redis_timeout_ms),
+            "--redis-timeout-ms must be from 1 to 60000"
+        );
+        let redis = args
+            .redis_url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+            .map(|url| RedisSettings {
+                url: url.clone(),
+                timeout: Duration::from_millis(args.redis_timeout_ms),
+                ca_file: args.redis_ca_file.clone(),
+            });
         Ok(Self {
             listen,
             max_body_bytes: args.max_body_bytes,
@@ -136,6 +180,7 @@ impl ServerConfig {
             policies_dir: Some(args.policies.clone()),
             cache_bytes: args.cache_bytes,
             stores: Stores::default(),
+            redis,
         })
     }
 }

@@ -102,7 +102,7 @@ impl ApiError {
             "sandbox-killed" => "Killed by the sandbox",
             "rate-limited" => "Rate limit reached",
             "quota-exceeded" => "Quota exhausted",
-            "unavailable" => "Sandbox unavailable",
+            "unavailable" => "Service unavailable",
             "not-found" => "Not found",
             _ => "Internal error",
         }

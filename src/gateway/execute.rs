@@ -16,8 +16,9 @@ use serde_json::{json, Map, Value};
 use super::auth::authenticate;
 use super::cache::{self, CachedResult};
 use super::error::{ApiError, ScriptFailure};
+use super::quota::QuotaError;
 use super::ratelimit::{self, ceil_secs};
-use super::AppState;
+use super::{AppState, StoreUnavailable};
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
 use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
@@ -140,14 +141,18 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
     // Rate first (before the body is read): a flood costs as little as possible.
     let rate_span = spans::rate_limit(&tenant.name);
     let rate = match &tenant.rate_limit {
-        Some(policy) => Some((
-            policy,
-            state
-                .rate
-                .check(&tenant.name, policy)
-                .instrument(rate_span.clone())
-                .await,
-        )),
+        Some(policy) => match state
+            .rate
+            .check(&tenant.name, policy)
+            .instrument(rate_span.clone())
+            .await
+        {
+            Ok(decision) => Some((policy, decision)),
+            Err(StoreUnavailable) => {
+                spans::record_outcome(&rate_span, "unavailable");
+                return shared_store_unavailable().into_response();
+            }
+        },
         None => None,
     };
     let limited = rate.as_ref().is_some_and(|(_, decision)| !decision.allowed);
@@ -233,10 +238,24 @@ async fn run_request(
     // Only `Ok` values are stored, so failures are never cached.
     let cached = cache
         .try_get_with(key, async {
+            // Second tier: another replica may have run it already.
+            if let Some(shared) = &state.shared_cache {
+                if let Some((body, left)) = shared.get(tenant, &key).await {
+                    return Ok(Arc::new(CachedResult {
+                        body,
+                        ttl: left.min(tenant.cache.ttl),
+                    }));
+                }
+            }
             ran_here.store(true, Ordering::Relaxed);
-            let body = run_job(state, tenant, &job, &policy).await?;
+            let body = Bytes::from(run_job(state, tenant, &job, &policy).await?.to_string());
+            if let Some(shared) = &state.shared_cache {
+                // Awaited (within the Redis deadline) so that the next
+                // request, on any replica, finds it.
+                shared.put(tenant, &key, &body, tenant.cache.ttl).await;
+            }
             Ok::<_, ApiError>(Arc::new(CachedResult {
-                body: Bytes::from(body.to_string()),
+                body,
                 ttl: tenant.cache.ttl,
             }))
         })
@@ -265,12 +284,15 @@ async fn run_job(
         .begin_execution(&tenant.name, &tenant.quota)
         .instrument(quota_span.clone())
         .await
-        .map_err(|denied| {
-            telemetry::metrics().quota_exceeded(&tenant.name, denied.exhausted);
-            ApiError::QuotaExceeded {
-                detail: denied.detail,
-                retry_after_secs: ceil_secs(denied.retry_after),
+        .map_err(|e| match e {
+            QuotaError::Denied(denied) => {
+                telemetry::metrics().quota_exceeded(&tenant.name, denied.exhausted);
+                ApiError::QuotaExceeded {
+                    detail: denied.detail,
+                    retry_after_secs: ceil_secs(denied.retry_after),
+                }
             }
+            QuotaError::Unavailable(StoreUnavailable) => shared_store_unavailable(),
         });
     spans::record_outcome(&quota_span, outcome_of(&admitted));
     admitted?;
@@ -287,6 +309,15 @@ async fn run_job(
         .add_cpu_time(&tenant.name, report.usage.cpu_time)
         .await;
     success_body(report)
+}
+
+/// Redis did not answer and the tenant's policy fails closed. Says nothing
+/// about where Redis is.
+fn shared_store_unavailable() -> ApiError {
+    ApiError::Unavailable {
+        detail: "The shared store of rate limits and quotas is unreachable and this tenant's policy fails closed (spec.redis.onFailure); retry shortly.".into(),
+        retry_after_secs: 1,
+    }
 }
 
 fn sandbox_error(e: SandboxError) -> ApiError {

@@ -38,7 +38,9 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "enabled": state.cache.is_enabled(),
             "entries": cache_entries,
             "weighted_bytes": cache_bytes,
+            "shared": state.shared_cache.is_some(),
         },
+        "redis": state.redis.as_ref().map_or_else(|| json!({"enabled": false}), |r| r.health()),
     });
     let status = if ready {
         StatusCode::OK

@@ -8,6 +8,7 @@ mod health;
 mod metrics;
 pub mod quota;
 pub mod ratelimit;
+pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +39,12 @@ use crate::tenants::PolicyStore;
 use cache::ResultCache;
 use quota::{InMemoryQuotaStore, QuotaStore};
 use ratelimit::{InMemoryRateStore, RateStore};
+use redis::{RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore};
+
+/// A shared store (Redis) could not answer and the tenant's policy says to
+/// fail closed (`spec.redis.onFailure: failClosed`): the request gets 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreUnavailable;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +53,10 @@ pub struct AppState {
     pub rate: Arc<dyn RateStore>,
     pub quota: Arc<dyn QuotaStore>,
     pub cache: ResultCache,
+    /// The cache's second tier, shared by every replica (with Redis).
+    pub shared_cache: Option<RedisCache>,
+    /// For `/health`: whether Redis answers, and what happened while not.
+    pub redis: Option<Arc<RedisBackend>>,
     pub max_body_bytes: usize,
     /// How long a client has to send its request headers, and again its body.
     pub read_timeout: Duration,
@@ -53,11 +64,14 @@ pub struct AppState {
 }
 
 /// Where rate-limit and quota state lives (in memory unless replaced, e.g.
-/// by tests that move the clock, or later by a shared store).
+/// by tests that move the clock). With Redis configured, `rate` is what a
+/// tenant falls back to while Redis is down and `clock` dates the shared
+/// quota counters.
 #[derive(Clone)]
 pub struct Stores {
     pub rate: Arc<dyn RateStore>,
     pub quota: Arc<dyn QuotaStore>,
+    pub clock: quota::WallClock,
 }
 
 impl Default for Stores {
@@ -65,6 +79,7 @@ impl Default for Stores {
         Self {
             rate: Arc::new(InMemoryRateStore::new()),
             quota: Arc::new(InMemoryQuotaStore::default()),
+            clock: Arc::new(std::time::SystemTime::now),
         }
     }
 }
@@ -106,12 +121,26 @@ impl Application {
             anyhow::anyhow!("invalid tenant policies:\n  {}", lines.join("\n  "))
         })?;
         policies.spawn_watchers();
+        let stores = config.stores;
+        let (rate, quota, redis) = match &config.redis {
+            None => (stores.rate, stores.quota, None),
+            Some(settings) => {
+                let backend = RedisBackend::connect(settings).await?;
+                let rate: Arc<dyn RateStore> =
+                    Arc::new(RedisRateStore::new(backend.clone(), stores.rate));
+                let quota: Arc<dyn QuotaStore> =
+                    Arc::new(RedisQuotaStore::new(backend.clone(), stores.clock));
+                (rate, quota, Some(backend))
+            }
+        };
         let sandbox = Sandbox::new(config.sandbox);
         let state = AppState {
             sandbox: sandbox.clone(),
             policies,
-            rate: config.stores.rate,
-            quota: config.stores.quota,
+            rate,
+            quota,
+            shared_cache: redis.clone().map(RedisCache::new),
+            redis,
             cache: ResultCache::new(config.cache_bytes),
             max_body_bytes: config.max_body_bytes,
             read_timeout: config.read_timeout,

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use super::StoreUnavailable;
 use crate::tenants::QuotaPolicy;
 
-const DAY_SECS: u64 = 86_400;
+pub const DAY_SECS: u64 = 86_400;
 
 /// Today's use of one tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,8 +33,23 @@ pub struct QuotaDenied {
     pub retry_after: Duration,
 }
 
-/// Where quota counters live. In memory per instance today; a shared store
-/// (Redis: INCR with an expiry at midnight) can replace it later.
+/// Why an execution may not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaError {
+    Denied(QuotaDenied),
+    /// The shared store could not answer and the tenant fails closed.
+    Unavailable(StoreUnavailable),
+}
+
+impl From<QuotaDenied> for QuotaError {
+    fn from(denied: QuotaDenied) -> Self {
+        QuotaError::Denied(denied)
+    }
+}
+
+/// Where quota counters live: in memory per instance, or shared by every
+/// replica in Redis (`super::redis::RedisQuotaStore`). Only `begin_execution`
+/// can fail: usage that happened is never refused, a shared store buffers it.
 #[async_trait]
 pub trait QuotaStore: Send + Sync + 'static {
     /// Counts one execution for today unless a limit is already reached.
@@ -41,7 +57,7 @@ pub trait QuotaStore: Send + Sync + 'static {
         &self,
         tenant: &str,
         quota: &QuotaPolicy,
-    ) -> Result<QuotaUsage, QuotaDenied>;
+    ) -> Result<QuotaUsage, QuotaError>;
     /// Hands back an execution that never ran (the sandbox was unavailable).
     async fn cancel_execution(&self, tenant: &str);
     /// Adds the CPU time a run used.
@@ -78,14 +94,8 @@ impl InMemoryQuotaStore {
         }
     }
 
-    /// Today's UTC day number and the time left in it.
     fn today(&self) -> (u64, Duration) {
-        let since_epoch = (self.clock)()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let index = since_epoch.as_secs() / DAY_SECS;
-        let midnight = Duration::from_secs((index + 1) * DAY_SECS);
-        (index, midnight.saturating_sub(since_epoch))
+        utc_day(&self.clock)
     }
 
     /// Runs `f` on the tenant's counters for today (a new day starts at zero).
@@ -103,6 +113,47 @@ impl InMemoryQuotaStore {
     }
 }
 
+/// Today's UTC day number on `clock` and the time left in it.
+pub fn utc_day(clock: &WallClock) -> (u64, Duration) {
+    let since_epoch = clock().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let index = since_epoch.as_secs() / DAY_SECS;
+    let midnight = Duration::from_secs((index + 1) * DAY_SECS);
+    (index, midnight.saturating_sub(since_epoch))
+}
+
+/// Whether one more execution fits in `quota` after `executions` runs and
+/// `cpu` CPU time today; every store decides with this one rule.
+pub fn check_limits(
+    quota: &QuotaPolicy,
+    executions: u64,
+    cpu: Duration,
+    resets_in: Duration,
+) -> Result<(), QuotaDenied> {
+    if let Some(limit) = quota.executions_per_day {
+        if executions >= limit {
+            return Err(QuotaDenied {
+                exhausted: "executions",
+                detail: format!(
+                    "The tenant has used its {limit} executions for today (UTC); the quota resets at midnight UTC."
+                ),
+                retry_after: resets_in,
+            });
+        }
+    }
+    if let Some(limit) = quota.cpu_seconds_per_day {
+        if cpu >= Duration::from_secs(limit) {
+            return Err(QuotaDenied {
+                exhausted: "cpu_seconds",
+                detail: format!(
+                    "The tenant has used its {limit} CPU-seconds for today (UTC); the quota resets at midnight UTC."
+                ),
+                retry_after: resets_in,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn usage_of(day: &Day, resets_in: Duration) -> QuotaUsage {
     QuotaUsage {
         executions: day.executions,
@@ -117,30 +168,9 @@ impl QuotaStore for InMemoryQuotaStore {
         &self,
         tenant: &str,
         quota: &QuotaPolicy,
-    ) -> Result<QuotaUsage, QuotaDenied> {
+    ) -> Result<QuotaUsage, QuotaError> {
         self.with_day(tenant, |day, resets_in| {
-            if let Some(limit) = quota.executions_per_day {
-                if day.executions >= limit {
-                    return Err(QuotaDenied {
-                        exhausted: "executions",
-                        detail: format!(
-                            "The tenant has used its {limit} executions for today (UTC); the quota resets at midnight UTC."
-                        ),
-                        retry_after: resets_in,
-                    });
-                }
-            }
-            if let Some(limit) = quota.cpu_seconds_per_day {
-                if day.cpu >= Duration::from_secs(limit) {
-                    return Err(QuotaDenied {
-                        exhausted: "cpu_seconds",
-                        detail: format!(
-                            "The tenant has used its {limit} CPU-seconds for today (UTC); the quota resets at midnight UTC."
-                        ),
-                        retry_after: resets_in,
-                    });
-                }
-            }
+            check_limits(quota, day.executions, day.cpu, resets_in)?;
             day.executions += 1;
             Ok(usage_of(day, resets_in))
         })
@@ -177,10 +207,14 @@ mod tests {
         let quota = QuotaPolicy {
             executions_per_day: Some(2),
             cpu_seconds_per_day: Some(1),
+            ..QuotaPolicy::default()
         };
         store.begin_execution("a", &quota).await.unwrap();
         store.begin_execution("a", &quota).await.unwrap();
-        let denied = store.begin_execution("a", &quota).await.unwrap_err();
+        let QuotaError::Denied(denied) = store.begin_execution("a", &quota).await.unwrap_err()
+        else {
+            panic!("an in-memory store is always available")
+        };
         assert_eq!(denied.retry_after, Duration::from_secs(60));
         // A cancelled run gives its execution back.
         store.cancel_execution("a").await;
@@ -188,7 +222,10 @@ mod tests {
         now.fetch_add(60, Ordering::SeqCst);
         store.begin_execution("a", &quota).await.unwrap();
         store.add_cpu_time("a", Duration::from_millis(1500)).await;
-        let denied = store.begin_execution("a", &quota).await.unwrap_err();
+        let QuotaError::Denied(denied) = store.begin_execution("a", &quota).await.unwrap_err()
+        else {
+            panic!("an in-memory store is always available")
+        };
         assert!(denied.detail.contains("CPU-seconds"), "{}", denied.detail);
         assert_eq!(store.usage("a").await.executions, 1);
     }

@@ -17,6 +17,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use super::StoreUnavailable;
 use crate::tenants::{QuotaPolicy, RateLimitPolicy};
 
 /// One rate decision.
@@ -31,12 +32,17 @@ pub struct RateDecision {
     pub retry_after: Duration,
 }
 
-/// Where rate-limit state lives. In memory per instance today; a shared
-/// implementation (Redis) can take its place without touching the handler.
+/// Where rate-limit state lives: in memory per instance, or shared by every
+/// replica in Redis (`super::redis::RedisRateStore`).
 #[async_trait]
 pub trait RateStore: Send + Sync + 'static {
-    /// Spends one request of `tenant`'s budget if there is one.
-    async fn check(&self, tenant: &str, policy: &RateLimitPolicy) -> RateDecision;
+    /// Spends one request of `tenant`'s budget if there is one. `Err` only
+    /// from a shared store that could not answer and whose tenant fails closed.
+    async fn check(
+        &self,
+        tenant: &str,
+        policy: &RateLimitPolicy,
+    ) -> Result<RateDecision, StoreUnavailable>;
 }
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
@@ -92,10 +98,14 @@ where
     C: Clock + Clone + Send + Sync + 'static,
     C::Instant: Send + Sync,
 {
-    async fn check(&self, tenant: &str, policy: &RateLimitPolicy) -> RateDecision {
+    async fn check(
+        &self,
+        tenant: &str,
+        policy: &RateLimitPolicy,
+    ) -> Result<RateDecision, StoreUnavailable> {
         let limiter = self.limiter(tenant, policy);
         let period = replenish_interval(policy);
-        match limiter.check() {
+        Ok(match limiter.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 RateDecision {
@@ -114,11 +124,12 @@ where
                     retry_after: wait,
                 }
             }
-        }
+        })
     }
 }
 
-fn replenish_interval(policy: &RateLimitPolicy) -> Duration {
+/// The GCRA emission interval: one request's share of the burst.
+pub fn replenish_interval(policy: &RateLimitPolicy) -> Duration {
     Duration::from_secs_f64(1.0 / policy.requests_per_second).max(Duration::from_nanos(1))
 }
 
@@ -190,16 +201,17 @@ mod tests {
         let policy = RateLimitPolicy {
             requests_per_second: 1.0,
             burst: 2,
+            on_failure: Default::default(),
         };
-        assert_eq!(store.check("a", &policy).await.remaining, 1);
-        assert_eq!(store.check("a", &policy).await.remaining, 0);
-        let refused = store.check("a", &policy).await;
+        assert_eq!(store.check("a", &policy).await.unwrap().remaining, 1);
+        assert_eq!(store.check("a", &policy).await.unwrap().remaining, 0);
+        let refused = store.check("a", &policy).await.unwrap();
         assert!(!refused.allowed);
         assert_eq!(ceil_secs(refused.retry_after), 1);
         // Another tenant has its own budget.
-        assert!(store.check("b", &policy).await.allowed);
+        assert!(store.check("b", &policy).await.unwrap().allowed);
         clock.advance(Duration::from_secs(1));
-        assert!(store.check("a", &policy).await.allowed);
+        assert!(store.check("a", &policy).await.unwrap().allowed);
     }
 
     #[test]
@@ -207,6 +219,7 @@ mod tests {
         let policy = RateLimitPolicy {
             requests_per_second: 2.0,
             burst: 10,
+            on_failure: Default::default(),
         };
         let decision = RateDecision {
             allowed: true,
@@ -216,7 +229,7 @@ mod tests {
         };
         let quota = QuotaPolicy {
             executions_per_day: Some(100),
-            cpu_seconds_per_day: None,
+            ..QuotaPolicy::default()
         };
         let h = headers(
             Some((&policy, &decision)),

@@ -91,12 +91,38 @@ impl std::fmt::Debug for JwtPolicy {
 pub struct RateLimitPolicy {
     pub requests_per_second: f64,
     pub burst: u32,
+    /// What to do when the shared (Redis) store cannot answer.
+    pub on_failure: OnFailure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QuotaPolicy {
     pub executions_per_day: Option<u64>,
     pub cpu_seconds_per_day: Option<u64>,
+    /// What to do when the shared (Redis) store cannot answer.
+    pub on_failure: OnFailure,
+}
+
+/// `spec.redis.onFailure`: how a tenant's rate limit and quota behave while
+/// the shared store (Redis) is slow or down. Without Redis it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    /// Refuse with 503 `unavailable`: limits are never looser than configured.
+    FailClosed,
+    /// Decide on this replica's own state (limits then multiply by the
+    /// replica count) and buffer quota usage until Redis is back.
+    #[default]
+    PerReplica,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::FailClosed => "failClosed",
+            OnFailure::PerReplica => "perReplica",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{CachePolicy, JwtPolicy, KeyHash, QuotaPolicy, RateLimitPolicy, Tenant};
+use super::{CachePolicy, JwtPolicy, KeyHash, OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
 use crate::sandbox::{Limits, SandboxMode, SandboxPolicy, KIB, MIB};
 
 pub const API_VERSION: &str = "pyexec.dev/v1";
@@ -56,6 +56,15 @@ struct Spec {
     sandbox: SandboxSpec,
     #[serde(default)]
     cache: CacheSpec,
+    #[serde(default)]
+    redis: RedisSpec,
+}
+
+/// How the tenant's limits behave when the shared store (Redis) fails.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RedisSpec {
+    on_failure: Option<OnFailure>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +270,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
         ));
     }
     let spec = doc.spec;
+    let on_failure = spec.redis.on_failure.unwrap_or_default();
     let mut api_key_hashes = Vec::new();
     for (i, key) in spec.auth.api_keys.iter().enumerate() {
         let hash = parse_key_hash(&key.sha256)
@@ -292,6 +302,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
             Ok(RateLimitPolicy {
                 requests_per_second: r.requests_per_second,
                 burst: r.burst,
+                on_failure,
             })
         })
         .transpose()?;
@@ -301,6 +312,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
             spec.quota.cpu_seconds_per_day,
             "spec.quota.cpuSecondsPerDay",
         )?,
+        on_failure,
     };
     let (sandbox, max_script_bytes) = sandbox_policy(spec.sandbox, ctx)?;
     let ttl = match spec.cache.ttl_seconds {
@@ -606,6 +618,25 @@ mod tests {
         assert!(tenant.cache.enabled);
         assert_eq!(tenant.cache.ttl, Duration::from_secs(60));
         assert_eq!(tenant.revision.len(), 16);
+        // Without `spec.redis`, limits fall back per replica when Redis fails.
+        assert_eq!(tenant.quota.on_failure, OnFailure::PerReplica);
+    }
+
+    #[test]
+    fn redis_on_failure_reaches_both_limits_and_typos_are_refused() {
+        let tenant = parse_doc(&doc(
+            "  rateLimit: {requestsPerSecond: 5, burst: 10}\n  redis: {onFailure: failClosed}\n",
+        ))
+        .unwrap();
+        assert_eq!(tenant.rate_limit.unwrap().on_failure, OnFailure::FailClosed);
+        assert_eq!(tenant.quota.on_failure, OnFailure::FailClosed);
+        let err = parse_doc(&doc("  redis: {onFailure: failOpen}\n")).unwrap_err();
+        assert!(
+            err.contains("failOpen") && err.contains("spec.redis"),
+            "{err}"
+        );
+        let err = parse_doc(&doc("  redis: {onfailure: failClosed}\n")).unwrap_err();
+        assert!(err.contains("onfailure"), "{err}");
     }
 
     #[test]
