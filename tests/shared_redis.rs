@@ -360,6 +360,21 @@ async fn fail_closed_tenants_get_503_while_redis_is_down_and_recover_when_it_ret
     let health = redis_health(&a).await;
     assert_eq!(health["available"], false);
     assert!(health["refused"].as_u64().unwrap() >= 2);
+    // The same counters reach Prometheus.
+    let metrics = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pyexec_redis{state=\"available\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pyexec_redis{state=\"refused\"}"));
 
     // Back (empty: no persistence): shared decisions resume on both.
     redis.restart();

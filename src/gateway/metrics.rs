@@ -20,6 +20,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(pool) = &status.warm_pool {
         m.set_warm_pool(pool);
     }
+    if let Some(redis) = &state.redis {
+        m.set_redis(&redis.health());
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -32,6 +32,7 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     quota_rejections: IntCounterVec,
     warm_pool: IntGaugeVec,
+    redis: IntGaugeVec,
     sandbox_cpu: GaugeVec,
 }
 
@@ -163,6 +164,11 @@ impl Metrics {
                 "The warm pool, sampled at scrape time: live zygotes, zygotes started and zygote failures since start, runs served.",
                 &["state"],
             ),
+            redis: gauge_vec(
+                "redis",
+                "The shared Redis store, sampled at scrape time: available (0/1), failures, per-replica decisions, refusals (503), buffered and flushed quota writes.",
+                &["state"],
+            ),
             sandbox_cpu,
             registry,
         }
@@ -243,6 +249,20 @@ impl Metrics {
         self.quota_rejections
             .with_label_values(&[tenant, quota])
             .inc();
+    }
+
+    /// The Redis store's counters (the numbers and flags of its `/health`
+    /// section), sampled by the `/metrics` handler.
+    pub fn set_redis(&self, health: &serde_json::Value) {
+        for (state, value) in health.as_object().into_iter().flatten() {
+            let number = match value {
+                serde_json::Value::Bool(b) => Some(i64::from(*b)),
+                other => other.as_i64(),
+            };
+            if let Some(n) = number.filter(|_| state != "timeout_ms") {
+                self.redis.with_label_values(&[state]).set(n);
+            }
+        }
     }
 
     /// The warm pool's state, sampled by the `/metrics` handler.
