@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pyexec::config::{SandboxArgs, ServeArgs, ServerConfig};
 use pyexec::gateway::{success_body, Application};
-use pyexec::sandbox::{Job, Sandbox};
+use pyexec::sandbox::Sandbox;
 use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
 use pyexec::tenants::policy::{self, LoadContext};
 use pyexec::tenants::{generate_api_key, hash_api_key, Tenant};
@@ -195,14 +195,7 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some(problem) = sandbox.status().problems.first() {
         return usage_error(format!("the sandbox is unavailable: {problem}"));
     }
-    let mut policy = tenant.sandbox.clone();
-    if let Some(ms) = request.timeout_ms {
-        policy.limits.wall_timeout = Duration::from_millis(ms);
-    }
-    let job = Job {
-        script: request.script,
-        args: request.args,
-    };
+    let (policy, job) = request.into_run(&tenant);
     if let Err(reason) = sandbox.run_self_test().await {
         return usage_error(format!("the sandbox self-test failed: {reason}"));
     }

@@ -36,6 +36,19 @@ pub struct ExecuteRequest {
 const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache"];
 
 impl ExecuteRequest {
+    /// The tenant's sandbox policy with this request's timeout, and the job.
+    pub fn into_run(self, tenant: &Tenant) -> (SandboxPolicy, Job) {
+        let mut policy = tenant.sandbox.clone();
+        if let Some(ms) = self.timeout_ms {
+            policy.limits.wall_timeout = Duration::from_millis(ms);
+        }
+        let job = Job {
+            script: self.script,
+            args: self.args,
+        };
+        (policy, job)
+    }
+
     /// Parses and checks a body against the tenant's limits; every problem
     /// gets its own message.
     pub fn parse(body: &[u8], tenant: &Tenant) -> Result<Self, ApiError> {
@@ -210,19 +223,13 @@ async fn run_request(
     validate.record("script.sha256", script_sha.as_str());
     telemetry::request::set_script_sha256(&script_sha);
 
-    let mut policy = tenant.sandbox.clone();
-    if let Some(ms) = request.timeout_ms {
-        policy.limits.wall_timeout = Duration::from_millis(ms);
-    }
-    let job = Job {
-        script: request.script,
-        args: request.args,
-    };
+    let cache_opt_out = request.cache == Some(false);
+    let (policy, job) = request.into_run(tenant);
     // The runtime version is part of the key: a Python upgrade must not
     // serve results computed by the old one.
     let runtime = state.sandbox.status().python;
     let cacheable = tenant.cache.enabled
-        && request.cache != Some(false)
+        && !cache_opt_out
         && !no_cache_requested(headers)
         && state.cache.is_enabled();
     let cache_span = spans::cache_lookup(&tenant.name);

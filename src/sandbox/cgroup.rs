@@ -387,23 +387,8 @@ fn keyed_value(path: &Path, key: &str) -> u64 {
 /// Removes the groups of pyexec instances that died without cleaning up (a
 /// SIGKILLed server, a test process): empty groups whose owner pid is gone.
 fn remove_stale_instances(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("pyexec-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let dir = entry.path();
+    for dir in super::stale_entries(parent, "pyexec-") {
+        // A group can only be removed once its children (runs, zygotes) are.
         if let Ok(children) = fs::read_dir(&dir) {
             for child in children.flatten().filter(|c| c.path().is_dir()) {
                 let _ = fs::remove_dir(child.path());

@@ -119,23 +119,8 @@ impl JailFiles {
 /// sandbox (a killed server, a finished test binary): `pyexec-jail-<pid>-*`
 /// whose pid is gone. Only real directories are touched, never symlinks.
 fn remove_stale(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("pyexec-jail-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let is_dir = fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
-        if is_dir && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for dir in super::stale_entries(parent, "pyexec-jail-") {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 

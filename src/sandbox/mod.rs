@@ -542,25 +542,14 @@ impl Sandbox {
         let (log_read, log_write) = pipe().map_err(launch_error)?;
         let argv = paths.cold_argv(limits, &self.jail_env);
 
-        let mut command = tokio::process::Command::new(&paths.nsjail_bin);
-        command
-            .args(&argv)
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let result_fd = result_write.as_raw_fd();
-        let log_fd = log_write.as_raw_fd();
-        let attach = run_cgroup.attach_handle();
-        // SAFETY: the closure only makes async-signal-safe system calls.
-        unsafe {
-            command.pre_exec(move || {
-                attach.attach_self_raw()?;
-                place_fd(result_fd, limits::RESULT_FD)?;
-                place_fd(log_fd, limits::NSJAIL_LOG_FD)
-            });
-        }
+        let mut command = nsjail_command(
+            paths,
+            &argv,
+            Stdio::piped(),
+            run_cgroup,
+            &result_write,
+            &log_write,
+        );
         let started = Instant::now();
         let mut child = command.spawn().map_err(launch_error)?;
         drop(result_write);
@@ -726,6 +715,63 @@ fn place_fd(fd: i32, target: i32) -> std::io::Result<()> {
         libc::close(high);
     }
     Ok(())
+}
+
+/// Entries of `parent` named `<prefix><pid>-…` whose owning pyexec process is
+/// gone (a SIGKILLed server, a finished test binary): what it should have
+/// removed on the way out. Symlinks are never returned.
+fn stale_entries(parent: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name();
+            let owner = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
+            owner.is_some_and(|pid| {
+                is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+            })
+        })
+        .map(|entry| entry.path())
+        .collect()
+}
+
+/// An nsjail command with the jail's fixed plumbing: a clean environment,
+/// the process moved into `cgroup` before it executes, `fd3` (result or
+/// control channel) and the log pipe at their numbers, killed if dropped.
+fn nsjail_command(
+    paths: &JailPaths,
+    argv: &[std::ffi::OsString],
+    stdin: Stdio,
+    cgroup: &cgroup::RunCgroup,
+    fd3: &OwnedFd,
+    log: &OwnedFd,
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(&paths.nsjail_bin);
+    command
+        .args(argv)
+        .env_clear()
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let attach = cgroup.attach_handle();
+    let (fd3, log) = (fd3.as_raw_fd(), log.as_raw_fd());
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            attach.attach_self_raw()?;
+            place_fd(fd3, limits::RESULT_FD)?;
+            place_fd(log, limits::NSJAIL_LOG_FD)
+        });
+    }
+    command
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

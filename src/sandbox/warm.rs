@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use super::capture::read_capped;
 use super::cgroup::{Cgroups, RunCgroup};
 use super::limits::{JailPaths, Limits, MIB};
-use super::{pipe, pipe_reader, place_fd, Job, RawRun, SandboxError};
+use super::{pipe, pipe_reader, Job, RawRun, SandboxError};
 
 /// When a zygote is replaced by a fresh one: every runner shares the zygote's
 /// address-space layout, so it is not kept forever.
@@ -197,25 +197,14 @@ impl WarmPool {
         let (log_read, log_write) = pipe().map_err(|e| fail("pipe", &e))?;
         let ready_runners = self.config.max_in_flight.clamp(2, 8);
         let argv = paths.zygote_argv(env, &self.config.preload, ready_runners);
-        let mut command = tokio::process::Command::new(&paths.nsjail_bin);
-        command
-            .args(&argv)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let attach = cgroup.attach_handle();
-        let control_fd = zygote_end.as_raw_fd();
-        let log_fd = log_write.as_raw_fd();
-        // SAFETY: only async-signal-safe system calls between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                attach.attach_self_raw()?;
-                place_fd(control_fd, super::limits::RESULT_FD)?;
-                place_fd(log_fd, super::limits::NSJAIL_LOG_FD)
-            });
-        }
+        let mut command = super::nsjail_command(
+            paths,
+            &argv,
+            Stdio::null(),
+            &cgroup,
+            &zygote_end,
+            &log_write,
+        );
         let mut child = command.spawn().map_err(|e| fail("spawn nsjail", &e))?;
         drop(zygote_end);
         drop(log_write);
