@@ -614,3 +614,47 @@ fn the_image_holds_what_the_server_reads_where_its_environment_says() {
         );
     }
 }
+
+/// Cloud Build builds the repository's Dockerfile, fills in the service
+/// file's placeholders and deploys that file with `services replace`.
+#[test]
+fn cloud_build_renders_and_replaces_the_service_file() {
+    let build: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_path("deploy/cloudrun/cloudbuild.yaml")).unwrap(),
+    )
+    .unwrap();
+    let steps: Vec<String> = build["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            let args: Vec<&str> = step["args"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            args.join(" ")
+        })
+        .collect();
+    assert!(steps
+        .iter()
+        .any(|s| s.starts_with("build ") && s.ends_with(" .")));
+    let render = steps
+        .iter()
+        .find(|s| s.contains("deploy/cloudrun/service.yaml"))
+        .expect("a step renders deploy/cloudrun/service.yaml");
+    let service = std::fs::read_to_string(repo_path("deploy/cloudrun/service.yaml")).unwrap();
+    for placeholder in ["IMAGE_URL", "PROJECT_ID"] {
+        assert!(render.contains(&format!("s|{placeholder}|")), "{render}");
+        assert!(service.contains(placeholder), "{placeholder}");
+    }
+    assert!(service.contains("image: IMAGE_URL"));
+    let rendered = render.rsplit("> ").next().unwrap().trim();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("run services replace") && s.contains(rendered)),
+        "no step deploys {rendered}: {steps:?}"
+    );
+}
