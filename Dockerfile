@@ -3,7 +3,8 @@
 #
 #   docker build -t pyexec .
 #   docker run --rm -p 8080:8080 --cap-add SYS_ADMIN --cgroupns=private \
-#     --security-opt apparmor=unconfined --security-opt systempaths=unconfined pyexec
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+#     --security-opt systempaths=unconfined pyexec
 #
 # nsjail needs more than Docker's defaults; deploy/README.md says why for each
 # flag. The server's start-up check names whichever of them is missing.

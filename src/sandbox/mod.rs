@@ -784,11 +784,11 @@ fn preflight(config: &SandboxConfig) -> Vec<String> {
         problems.push(
             "user namespaces are disabled (user.max_user_namespaces = 0): set `sysctl -w user.max_user_namespaces=15000`".into(),
         );
-    } else if let Err(errno) = probe_user_namespace() {
+    } else if let Err(refused) = probe_namespaces() {
         let seccomp = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| seccomp_mode(&s));
-        problems.push(user_namespace_refused(errno, seccomp));
+        problems.push(namespace_refused(refused, seccomp));
     }
     if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
         problems.extend(proc_overmounts(&mountinfo));
@@ -796,11 +796,26 @@ fn preflight(config: &SandboxConfig) -> Vec<String> {
     problems
 }
 
-/// Tries to create a user namespace the way nsjail will, in a forked child
-/// so this process keeps its own. `Err(errno)` when the kernel or a filter
-/// refuses it.
-fn probe_user_namespace() -> Result<(), i32> {
-    // SAFETY: the child only calls unshare(2) and _exit(2), both
+/// The step of building a jail that the kernel, a seccomp filter or an LSM
+/// refused, with its errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    UserNamespace(i32),
+    Mount(i32),
+    PivotRoot(i32),
+}
+
+// Exit codes of the probe's child beyond plain errno values (all < 200).
+const PROBE_MOUNT: i32 = 200;
+const PROBE_PIVOT_ROOT: i32 = 220;
+
+/// Does in a forked child what nsjail does first: a new user and mount
+/// namespace, a mount in it, and pivot_root (on a path that does not
+/// exist: ENOENT means the call itself is allowed). The parent keeps its own
+/// namespaces. Container profiles refuse exactly these steps, each with its
+/// own flag to lift it.
+fn probe_namespaces() -> Result<(), Refused> {
+    // SAFETY: the child only makes raw system calls and _exit(2), all
     // async-signal-safe, so forking a multi-threaded process is sound.
     unsafe {
         let pid = libc::fork();
@@ -808,12 +823,29 @@ fn probe_user_namespace() -> Result<(), i32> {
             return Ok(()); // cannot tell; the self-test will
         }
         if pid == 0 {
-            let code = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                0
-            } else {
-                *libc::__errno_location()
-            };
-            libc::_exit(code.clamp(0, 255));
+            let errno = || *libc::__errno_location();
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                libc::_exit(errno().clamp(1, PROBE_MOUNT - 1));
+            }
+            let root = c"/".as_ptr();
+            let flags = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                std::ptr::null(),
+                root,
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
+                libc::_exit(PROBE_MOUNT + errno().clamp(1, 19));
+            }
+            let missing = c"/.pyexec-probe-does-not-exist".as_ptr();
+            if libc::syscall(libc::SYS_pivot_root, missing, missing) != 0
+                && matches!(errno(), libc::EPERM | libc::EACCES)
+            {
+                libc::_exit(PROBE_PIVOT_ROOT + errno());
+            }
+            libc::_exit(0);
         }
         let mut status = 0;
         if libc::waitpid(pid, &mut status, 0) != pid || !libc::WIFEXITED(status) {
@@ -821,7 +853,9 @@ fn probe_user_namespace() -> Result<(), i32> {
         }
         match libc::WEXITSTATUS(status) {
             0 => Ok(()),
-            errno => Err(errno),
+            code if code >= PROBE_PIVOT_ROOT => Err(Refused::PivotRoot(code - PROBE_PIVOT_ROOT)),
+            code if code >= PROBE_MOUNT => Err(Refused::Mount(code - PROBE_MOUNT)),
+            errno => Err(Refused::UserNamespace(errno)),
         }
     }
 }
@@ -834,17 +868,36 @@ fn seccomp_mode(status: &str) -> Option<u8> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Names what refused the user namespace and the flag that allows it.
-fn user_namespace_refused(errno: i32, seccomp: Option<u8>) -> String {
-    let error = std::io::Error::from_raw_os_error(errno);
-    if seccomp == Some(2) {
-        format!(
-            "this process cannot create a user namespace ({error}) and runs under a seccomp filter: the container's seccomp profile refuses namespaces. Docker: --cap-add SYS_ADMIN (Docker's default profile then allows them) or --security-opt seccomp=unconfined; Kubernetes: capabilities.add [SYS_ADMIN] and seccompProfile.type: Unconfined"
-        )
-    } else {
-        format!(
-            "this process cannot create a user namespace ({error}) and no seccomp filter is in the way: the kernel refuses it. Check `sysctl user.max_user_namespaces` (> 0), `kernel.unprivileged_userns_clone` (1) and, on Ubuntu, `kernel.apparmor_restrict_unprivileged_userns` (0); on Cloud Run use the second-generation execution environment"
-        )
+/// Names what refused a step of building the jail and the flag that allows it.
+fn namespace_refused(refused: Refused, seccomp: Option<u8>) -> String {
+    let error = |errno: i32| std::io::Error::from_raw_os_error(errno);
+    let filtered = seccomp == Some(2);
+    match refused {
+        Refused::UserNamespace(errno) if filtered => format!(
+            "this process cannot create a user namespace ({}) and runs under a seccomp filter: the container's seccomp profile refuses namespaces. Docker: --security-opt seccomp=unconfined; Kubernetes: seccompProfile.type: Unconfined",
+            error(errno)
+        ),
+        Refused::UserNamespace(errno) => format!(
+            "this process cannot create a user namespace ({}) and no seccomp filter is in the way: the kernel refuses it. Check `sysctl user.max_user_namespaces` (> 0), `kernel.unprivileged_userns_clone` (1) and, on Ubuntu, `kernel.apparmor_restrict_unprivileged_userns` (0); on Cloud Run use the second-generation execution environment",
+            error(errno)
+        ),
+        Refused::Mount(errno) if errno == libc::EACCES => format!(
+            "mounting inside the jail's own mount namespace is refused ({}): an AppArmor (or SELinux) profile forbids mount(2). Docker: --security-opt apparmor=unconfined; Kubernetes: appArmorProfile.type: Unconfined",
+            error(errno)
+        ),
+        Refused::Mount(errno) if filtered => format!(
+            "mounting inside the jail's own mount namespace is refused ({}) by the container's seccomp profile. Docker: --security-opt seccomp=unconfined; Kubernetes: seccompProfile.type: Unconfined",
+            error(errno)
+        ),
+        Refused::Mount(errno) => format!(
+            "mounting inside the jail's own mount namespace is refused ({}): check the host's security modules (AppArmor, SELinux)",
+            error(errno)
+        ),
+        Refused::PivotRoot(errno) => format!(
+            "pivot_root(2), which nsjail uses to enter the jail's root, is refused ({}){}. Docker: --security-opt seccomp=unconfined (Docker's default profile never allows pivot_root); Kubernetes: seccompProfile.type: Unconfined, or a Localhost profile that allows it",
+            error(errno),
+            if filtered { " by the container's seccomp profile" } else { "" }
+        ),
     }
 }
 
@@ -872,26 +925,43 @@ mod preflight_tests {
     use super::*;
 
     #[test]
-    fn the_user_namespace_probe_succeeds_where_the_suite_runs() {
-        // The integration suite needs user namespaces too; this proves the
+    fn the_namespace_probe_succeeds_where_the_suite_runs() {
+        // The integration suite builds real jails here; this proves the
         // probe does not report a problem where there is none.
-        assert_eq!(probe_user_namespace(), Ok(()));
+        assert_eq!(probe_namespaces(), Ok(()));
     }
 
+    const FILTERED: &str = "Name:\tpyexec\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+
     #[test]
-    fn a_refused_user_namespace_under_seccomp_names_the_container_flags() {
-        let status = "Name:\tpyexec\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
-        let message = user_namespace_refused(libc::EPERM, seccomp_mode(status));
+    fn a_refused_user_namespace_under_seccomp_names_the_seccomp_flags() {
+        let refused = Refused::UserNamespace(libc::EPERM);
+        let message = namespace_refused(refused, seccomp_mode(FILTERED));
         assert!(message.contains("seccomp profile"), "{message}");
-        assert!(message.contains("--cap-add SYS_ADMIN"), "{message}");
+        assert!(message.contains("seccomp=unconfined"), "{message}");
         assert!(message.contains("seccompProfile"), "{message}");
     }
 
     #[test]
     fn a_refused_user_namespace_without_seccomp_names_the_sysctls() {
-        let message = user_namespace_refused(libc::ENOSPC, seccomp_mode("Seccomp:\t0\n"));
+        let refused = Refused::UserNamespace(libc::ENOSPC);
+        let message = namespace_refused(refused, seccomp_mode("Seccomp:\t0\n"));
         assert!(message.contains("user.max_user_namespaces"), "{message}");
-        assert!(!message.contains("SYS_ADMIN"), "{message}");
+        assert!(!message.contains("seccomp="), "{message}");
+    }
+
+    #[test]
+    fn a_mount_refused_with_eacces_names_apparmor() {
+        let message = namespace_refused(Refused::Mount(libc::EACCES), seccomp_mode(FILTERED));
+        assert!(message.contains("apparmor=unconfined"), "{message}");
+        assert!(message.contains("appArmorProfile"), "{message}");
+    }
+
+    #[test]
+    fn a_refused_pivot_root_names_the_seccomp_profile() {
+        let message = namespace_refused(Refused::PivotRoot(libc::EPERM), seccomp_mode(FILTERED));
+        assert!(message.starts_with("pivot_root(2)"), "{message}");
+        assert!(message.contains("seccomp=unconfined"), "{message}");
     }
 
     #[test]
