@@ -146,6 +146,10 @@ async fn execute_documents_every_status_of_the_contract_with_problem_json_and_he
             assert!(headers.contains_key("Retry-After"), "{status}");
         }
     }
+    // The parser refuses unknown fields, and the schema says so.
+    let body = &document["components"]["schemas"]["ExecuteBody"];
+    assert_eq!(body["additionalProperties"], json!(false));
+    assert_eq!(body["required"], json!(["script"]));
     let problem = &document["components"]["schemas"]["Problem"];
     let required: BTreeSet<&str> = problem["required"]
         .as_array()
@@ -214,4 +218,24 @@ async fn real_responses_match_their_schemas() {
     ] {
         assert!(kinds.contains(&kind), "{kind}");
     }
+}
+
+/// The README's status table and the document list the same problem types.
+#[test]
+fn the_readme_status_table_lists_the_documented_problem_types() {
+    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let in_readme: BTreeSet<&str> = readme
+        .lines()
+        .filter_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let status = cells.next()?;
+            let kind = cells.next()?;
+            (status.len() == 3 && status.parse::<u16>().is_ok_and(|s| s >= 400))
+                .then(|| kind.trim_matches('`'))
+        })
+        .collect();
+    let documented: BTreeSet<&str> = pyexec::gateway::openapi::documented_problem_kinds()
+        .into_iter()
+        .collect();
+    assert_eq!(in_readme, documented);
 }
