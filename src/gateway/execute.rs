@@ -132,6 +132,9 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
+#[utoipa::path(post, path = "/execute", tag = "execute",
+    request_body(content = super::openapi::ExecuteBody, content_type = "application/json"),
+    responses(super::openapi::ExecuteResponses), security(("bearer" = [])))]
 pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // One registry snapshot per request: a reload never changes it mid-way.
     let registry = state.policies.registry();

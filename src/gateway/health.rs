@@ -13,6 +13,9 @@ use super::AppState;
 
 /// The original service's health JSON plus what the sandbox self-test found.
 /// 503 while the sandbox cannot run scripts, so a probe on it is meaningful.
+#[utoipa::path(get, path = "/health", tag = "operations", responses(
+    (status = 200, description = "Scripts can run.", body = super::openapi::HealthBody),
+    (status = 503, description = "Scripts cannot run; `sandbox.problems` says why and how to fix it.", body = super::openapi::HealthBody)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let sandbox = state.sandbox.status();
     let ready = state.sandbox.is_ready();
@@ -50,10 +53,15 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "The process is up.", body = super::openapi::StatusBody)))]
 pub async fn livez() -> impl IntoResponse {
     Json(json!({"status": "alive"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Policies loaded, sandbox self-test passed.", body = super::openapi::StatusBody),
+    (status = 503, description = "Not ready yet, or draining after SIGTERM.", body = super::openapi::StatusBody)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining.load(Ordering::SeqCst) {
         return (

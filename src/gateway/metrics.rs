@@ -8,6 +8,8 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::telemetry;
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format.", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = telemetry::metrics();
     // Sampled now, so the gauges are never stale.

@@ -6,6 +6,7 @@ pub mod error;
 mod execute;
 mod health;
 mod metrics;
+pub mod openapi;
 pub mod quota;
 pub mod ratelimit;
 pub mod redis;
@@ -20,13 +21,15 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::JWT_LEEWAY_SECS;
 pub use error::ApiError;
@@ -248,13 +251,29 @@ impl Application {
 /// the rest is for flushing spans).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
+/// Every route, each registered through its handler's `#[utoipa::path]`:
+/// the one list both the router and the OpenAPI document are made from.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(execute::execute))
+        .routes(routes!(health::health))
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The OpenAPI document of the routes [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut document = api_routes().into_openapi();
+    // After the paths are in: these headers belong to every operation.
+    utoipa::Modify::modify(&openapi::CommonHeaders, &mut document);
+    document
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/execute", post(execute::execute))
-        .route("/health", get(health::health))
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
+    let (routes, _) = api_routes().split_for_parts();
+    routes
         .fallback(health::not_found)
         // The server span; inside the request id layer so it sees the id.
         .layer(middleware::from_fn(

@@ -549,13 +549,33 @@ pub struct SpawnedServer {
     pub api: TestServer,
     child: std::process::Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stdout_done: std::sync::mpsc::Receiver<()>,
+}
+
+/// How to start a [`SpawnedServer`] beyond the defaults.
+#[derive(Default)]
+pub struct SpawnOptions<'a> {
+    pub envs: &'a [(&'a str, &'a str)],
+    /// Working directory (so relative defaults such as `--policies policies`
+    /// resolve there); the test's own when `None`.
+    pub cwd: Option<&'a Path>,
+    /// Leave `PYEXEC_API_KEY` unset, so the server generates and prints its
+    /// bootstrap key as `scripts/run.sh` shows it.
+    pub generate_key: bool,
 }
 
 impl SpawnedServer {
     /// Starts it with `envs` on top of a clean telemetry environment and
     /// waits until its sandbox self-test has passed.
     pub fn start(envs: &[(&str, &str)]) -> Self {
+        Self::start_with(SpawnOptions {
+            envs,
+            ..SpawnOptions::default()
+        })
+    }
+
+    pub fn start_with(options: SpawnOptions) -> Self {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let config = sandbox_config();
@@ -568,16 +588,35 @@ impl SpawnedServer {
             .arg(&config.python_bin)
             .arg("--nsjail-dir")
             .arg(&config.nsjail_dir)
-            .env("PYEXEC_API_KEY", API_KEY)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
+        if options.generate_key {
+            command.env_remove("PYEXEC_API_KEY");
+        } else {
+            command.env("PYEXEC_API_KEY", API_KEY);
+        }
+        if let Some(dir) = options.cwd {
+            command.current_dir(dir);
+        }
         for (name, _) in std::env::vars() {
             if name.starts_with("OTEL_") || name == "GOOGLE_CLOUD_PROJECT" || name == "PYEXEC_LOG" {
                 command.env_remove(name);
             }
         }
-        command.envs(envs.iter().copied());
+        command.envs(options.envs.iter().copied());
         let mut child = command.spawn().expect("pyexec serve starts");
+        // stderr is kept for the tests that read what the server prints
+        // there, and passed on so a failing test still shows it.
+        let stderr = child.stderr.take().unwrap();
+        let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr_lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -612,8 +651,14 @@ impl SpawnedServer {
             api,
             child,
             lines,
+            stderr_lines,
             stdout_done,
         }
+    }
+
+    /// Every stderr line so far (the generated key's message goes there).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,341 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, generated from
+//! the code. Each handler's `#[utoipa::path]` names its route and responses,
+//! and the router registers the handlers through those same annotations
+//! (`super::api_routes`), so the document cannot list a route the server
+//! does not serve, or miss one it does.
+//!
+//! The handlers build their JSON with `serde_json::json!` (the body is
+//! validated field by field, see `ExecuteRequest::parse`), so the schemas
+//! below describe those bodies; `tests/openapi.rs` checks real responses
+//! against them.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Object, RefOr, Required, Type};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+/// The document's fixed parts; `super::openapi()` adds the paths.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pyexec",
+        description = "Runs untrusted Python scripts' `main()` inside nsjail and returns what it returned. \
+Errors are RFC 9457 `application/problem+json`.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(ExecuteBody, ExecuteResult, Problem, HealthBody, StatusBody)),
+    modifiers(&BearerAuth),
+    tags((name = "execute", description = "Run a script"),
+         (name = "operations", description = "Health, probes, metrics and this document"))
+)]
+pub struct ApiDoc;
+
+/// The `POST /execute` request body.
+/// `deny_unknown_fields` makes the schema say `additionalProperties: false`,
+/// as the parser refuses unknown fields.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"script": "def main(n):\n    return {\"double\": 2 * n}", "args": {"n": 21}}))]
+#[allow(dead_code)] // a schema only: the body is parsed by `ExecuteRequest::parse`
+pub struct ExecuteBody {
+    /// Python source defining a top-level `def main(...)`; at most the
+    /// tenant's `maxScriptBytes` (10 KiB by default), UTF-8, no NUL.
+    script: String,
+    /// Keyword arguments: `main(**args)`. Keys must be Python identifiers.
+    #[schema(value_type = Option<Object>)]
+    args: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Wall-clock limit for this run, from 1 to the tenant's limit.
+    #[schema(minimum = 1)]
+    timeout_ms: Option<u64>,
+    /// `false` runs the script even when a cached result exists.
+    cache: Option<bool>,
+}
+
+/// The 200 body of `POST /execute`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ExecuteResult {
+    /// Exactly the value `main()` returned, as JSON (it travels on its own
+    /// channel: nothing the script prints can forge it).
+    #[schema(value_type = Value)]
+    result: serde_json::Value,
+    /// What the script printed, capped at the tenant's `maxOutputBytes`.
+    stdout: String,
+    stderr: String,
+    /// Always `nsjail`.
+    #[schema(example = "nsjail")]
+    execution_method: String,
+    duration_ms: u64,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+}
+
+/// An RFC 9457 problem. `error` repeats `detail` for clients of the
+/// original API. When the script ran, `stdout`/`stderr` are included;
+/// `line`/`column` come with `syntax-error`, `exception`/`traceback` with
+/// `runtime-error`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Problem {
+    /// `https://pyexec.dev/problems/<kind>`, e.g. `…/missing-main`.
+    #[schema(example = "https://pyexec.dev/problems/missing-main")]
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    error: String,
+    line: Option<u64>,
+    column: Option<u64>,
+    exception: Option<String>,
+    traceback: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    stdout_truncated: Option<bool>,
+    stderr_truncated: Option<bool>,
+}
+
+/// `GET /health`: the original service's fields plus the sandbox, policy and
+/// cache state.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HealthBody {
+    /// `healthy` or `unhealthy`.
+    status: String,
+    /// Whether nsjail was found and runs.
+    nsjail: bool,
+    /// The jail's Python version.
+    python: Option<String>,
+    temp_dir: String,
+    temp_writable: bool,
+    #[schema(value_type = Value)]
+    cgroup: serde_json::Value,
+    /// Self-test state, problems with their fixes, slots, queue depth.
+    #[schema(value_type = Object)]
+    sandbox: serde_json::Value,
+    /// Combined and per-tenant revisions, reloads, last reload error.
+    #[schema(value_type = Object)]
+    policies: serde_json::Value,
+    #[schema(value_type = Object)]
+    cache: serde_json::Value,
+}
+
+/// `GET /livez` and `GET /readyz`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatusBody {
+    /// `alive`, `ready`, `not ready` or `draining`.
+    status: String,
+}
+
+/// Every documented problem of `POST /execute`: (status, problem kinds, when).
+const EXECUTE_PROBLEMS: &[(u16, &str, &str)] = &[
+    (400, "invalid-request", "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte."),
+    (401, "unauthorized", "Missing, malformed, unknown or expired bearer token (`WWW-Authenticate: Bearer`)."),
+    (403, "forbidden", "Valid credential of a disabled tenant."),
+    (408, "request-timeout", "The body did not arrive within the read timeout."),
+    (413, "too-large", "Body over the server's limit or script over the tenant's `maxScriptBytes`."),
+    (415, "unsupported-media-type", "Not `Content-Type: application/json`."),
+    (422, "syntax-error, missing-main, runtime-error, non-json-result, timeout, memory-limit, sandbox-killed", "The script ran (or was compiled) and produced no result."),
+    (429, "rate-limited, quota-exceeded", "The tenant's rate limit or daily quota is used up (`Retry-After`)."),
+    (503, "unavailable", "The sandbox is not ready, or every slot and the queue are busy (`Retry-After`)."),
+    (500, "internal", "A bug of ours; nothing about the host is said."),
+];
+
+fn string_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(Object::with_type(Type::String))
+        .description(Some(description))
+        .build()
+}
+
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(Object::with_type(Type::Integer))
+        .description(Some(description))
+        .build()
+}
+
+fn problem_response(status: u16, kinds: &str, when: &str) -> ResponseBuilder {
+    let kinds = kinds
+        .split(", ")
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = ResponseBuilder::new()
+        .description(format!("{when} Problem type: {kinds}."))
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                ))))
+                .build(),
+        );
+    if matches!(status, 429 | 503) {
+        response = response.header(
+            "Retry-After",
+            integer_header("Seconds until a retry can succeed."),
+        );
+    }
+    if status == 401 {
+        response = response.header(
+            "WWW-Authenticate",
+            string_header("`Bearer realm=\"pyexec\"`"),
+        );
+    }
+    response
+}
+
+fn rate_limit_headers(response: ResponseBuilder) -> ResponseBuilder {
+    response
+        .header(
+            "RateLimit",
+            string_header("IETF draft: what is left (`r`) and when it is back (`t`, seconds) per policy, e.g. `\"burst\";r=19;t=1`. Only for tenants with a rate limit or a daily execution quota."),
+        )
+        .header(
+            "RateLimit-Policy",
+            string_header("IETF draft: the tenant's policies, e.g. `\"burst\";q=20;w=2, \"daily\";q=10000;w=86400`."),
+        )
+}
+
+/// The responses of `POST /execute`, with their headers.
+pub struct ExecuteResponses;
+
+impl IntoResponses for ExecuteResponses {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = BTreeMap::new();
+        let ok = ResponseBuilder::new()
+            .description("`main()` returned; `result` is its value.")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        "ExecuteResult",
+                    ))))
+                    .build(),
+            )
+            .header(
+                "X-Cache",
+                string_header("`HIT` (answered from the result cache, no sandbox started), `MISS` (ran and cached) or `BYPASS` (ran; cache off for the tenant or the request)."),
+            );
+        responses.insert("200".into(), rate_limit_headers(ok).build().into());
+        for (status, kinds, when) in EXECUTE_PROBLEMS {
+            let mut response = problem_response(*status, kinds, when);
+            // 401 and 403 are answered before the tenant's limits are looked at.
+            if !matches!(status, 401 | 403) {
+                response = rate_limit_headers(response);
+            }
+            responses.insert(status.to_string(), response.build().into());
+        }
+        responses
+    }
+}
+
+/// Every problem kind the API can answer with, for the tests.
+pub fn documented_problem_kinds() -> Vec<&'static str> {
+    EXECUTE_PROBLEMS
+        .iter()
+        .flat_map(|(_, kinds, _)| kinds.split(", "))
+        .chain(["not-found"])
+        .collect()
+}
+
+/// The `bearer` scheme: an API key or a JWT, in `Authorization: Bearer`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("API key or JWT")
+                    .description(Some(
+                        "A tenant's API key (`pyexec keys new`) or a JWT from the tenant's issuer; \
+the built-in tenant's key is `PYEXEC_API_KEY` or the one the server printed at start.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What the request id and trace middleware add to every route: the
+/// `X-Request-Id` and `traceparent` request headers (optional) and response
+/// headers, and the 404 of the fallback.
+pub(super) struct CommonHeaders;
+
+impl Modify for CommonHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let parameters = operation.parameters.get_or_insert_with(Vec::new);
+                parameters.push(
+                    ParameterBuilder::new()
+                        .name("X-Request-Id")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some(
+                            "Echoed when it is 1-128 of `A-Za-z0-9-_.:`; otherwise one is made.",
+                        ))
+                        .schema(Some(Object::with_type(Type::String)))
+                        .build(),
+                );
+                parameters.push(
+                    ParameterBuilder::new()
+                        .name("traceparent")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some(
+                            "W3C trace context: the request's span continues this trace.",
+                        ))
+                        .schema(Some(Object::with_type(Type::String)))
+                        .build(),
+                );
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert(
+                            "X-Request-Id".into(),
+                            string_header("The request's id (echoed or generated); it is in every log line of the request."),
+                        );
+                        response.headers.insert(
+                            "traceparent".into(),
+                            string_header("W3C trace context of the request's server span (`00-<trace id>-<span id>-<flags>`)."),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document served at `/openapi.json`, built once.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json")))]
+pub async fn openapi_json() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| {
+        super::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serializes")
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str())
+}
