@@ -23,6 +23,7 @@ Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
   zygote → gateway  {"op": "ready", "python"}                once, after the preload
                     {"op": "started", "id", "pid"}          G's pid in the zygote's pid ns
                     {"op": "exit", "id", "code"}            G's exit code, or 128 + signal
+                    {"op": "runner", "pid"}                 a runner G is ready (pid in the zygote's ns)
                     {"op": "failed", "id", "error"}         the request could not start
 """
 
@@ -302,7 +303,10 @@ class Zygote:
         if not message:
             channel.close()  # it died while setting up; reaping reports it
             return
-        self.ready.append((pid, json.loads(message)["pid"], channel))
+        runner_pid = json.loads(message)["pid"]
+        self.ready.append((pid, runner_pid, channel))
+        # The gateway moves it into a cgroup of its own while it waits.
+        self.send({"op": "runner", "pid": runner_pid})
 
     def take_runner(self):
         while not self.ready:

@@ -180,7 +180,7 @@ impl Cgroups {
     /// supervisor (nsjail) lives in the group too, so it gets one more pid:
     /// the script sees the same limit in both modes.
     pub fn create_run(&self, limits: &Limits, supervised: bool) -> io::Result<RunCgroup> {
-        let name = format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed));
+        let name = self.next_run_name();
         let pids = limits.max_pids + u64::from(supervised);
         self.create_group(&name, limits.memory_bytes, pids)
     }
@@ -192,8 +192,6 @@ impl Cgroups {
         memory_bytes: u64,
         max_pids: u64,
     ) -> io::Result<RunCgroup> {
-        let pids = max_pids.to_string();
-        let memory = memory_bytes.to_string();
         let run = match &self.layout {
             Layout::V1 {
                 memory: mem_dir,
@@ -205,24 +203,24 @@ impl Cgroups {
                     fs::create_dir(dir)?;
                 }
                 let run = RunCgroup::new(dirs, CgroupVersion::V1);
-                write(&run.dirs[0].join("memory.limit_in_bytes"), &memory)?;
-                // Where swap accounting exists, swap must not extend the limit.
-                let _ = write(&run.dirs[0].join("memory.memsw.limit_in_bytes"), &memory);
                 let _ = write(&run.dirs[0].join("memory.swappiness"), "0");
-                write(&run.dirs[1].join("pids.max"), &pids)?;
                 run
             }
             Layout::V2 { base } => {
                 let dir = base.join(name);
                 fs::create_dir(&dir)?;
                 let run = RunCgroup::new(vec![dir], CgroupVersion::V2);
-                write(&run.dirs[0].join("memory.max"), &memory)?;
                 let _ = write(&run.dirs[0].join("memory.swap.max"), "0");
-                write(&run.dirs[0].join("pids.max"), &pids)?;
                 run
             }
         };
+        run.set_limits(memory_bytes, max_pids)?;
         Ok(run)
+    }
+
+    /// A fresh name for a run's group.
+    pub fn next_run_name(&self) -> String {
+        format!("run-{}", self.next_run.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -236,19 +234,51 @@ impl Drop for Cgroups {
 
 impl RunCgroup {
     fn new(dirs: Vec<PathBuf>, version: CgroupVersion) -> Self {
-        let procs_files = dirs
-            .iter()
-            .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
-            .collect();
         Self {
+            attach: CgroupAttach::for_dirs(&dirs),
             dirs,
-            attach: CgroupAttach { procs_files },
             version,
         }
     }
 
     pub fn attach_handle(&self) -> CgroupAttach {
         self.attach.clone()
+    }
+
+    /// Sets the memory and pids limits; lowering them below what the group
+    /// already uses fails, so a group is limited before its run starts.
+    pub fn set_limits(&self, memory_bytes: u64, max_pids: u64) -> io::Result<()> {
+        let (memory, pids) = (memory_bytes.to_string(), max_pids.to_string());
+        match self.version {
+            CgroupVersion::V1 => {
+                // memory first: memsw may never be below it, and it only
+                // exists where swap accounting does.
+                write(&self.dirs[0].join("memory.limit_in_bytes"), &memory)?;
+                let _ = write(&self.dirs[0].join("memory.memsw.limit_in_bytes"), &memory);
+                write(&self.dirs[1].join("pids.max"), &pids)
+            }
+            CgroupVersion::V2 => {
+                write(&self.dirs[0].join("memory.max"), &memory)?;
+                write(&self.dirs[0].join("pids.max"), &pids)
+            }
+        }
+    }
+
+    /// Renames the group in every hierarchy (cgroupfs allows it, and moving
+    /// no process is involved).
+    pub fn rename(&mut self, name: &str) -> io::Result<()> {
+        let mut result = Ok(());
+        for dir in &mut self.dirs {
+            let target = dir.with_file_name(name);
+            if let Err(e) = fs::rename(&*dir, &target) {
+                result = Err(e);
+                break;
+            }
+            *dir = target;
+        }
+        // Whatever was renamed, the group is still ours to clean up.
+        self.attach = CgroupAttach::for_dirs(&self.dirs);
+        result
     }
 
     /// Moves another process (with its threads) into this group.
@@ -261,6 +291,14 @@ impl RunCgroup {
 }
 
 impl CgroupAttach {
+    fn for_dirs(dirs: &[PathBuf]) -> Self {
+        let procs_files = dirs
+            .iter()
+            .map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
+            .collect();
+        Self { procs_files }
+    }
+
     /// Moves the calling process into the run's group. Runs in the child
     /// between fork and exec, so it only makes raw system calls.
     pub fn attach_self_raw(&self) -> io::Result<()> {

@@ -491,19 +491,21 @@ impl Sandbox {
             .as_ref()
             .ok_or_else(|| SandboxError::Unavailable("cgroups are not available".into()))?;
         let warm = self.warm.as_ref().filter(|_| mode == SandboxMode::Warm);
-        let run_cgroup = cgroups.create_run(limits, warm.is_none()).map_err(|e| {
-            SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
-        })?;
         let paths = JailPaths {
             extra_config: nsjail_config,
             ..self.paths.clone()
         };
-        let raw = match warm {
-            Some(warm) => {
-                warm.run(job, limits, &paths, &self.jail_env, &run_cgroup)
-                    .await
+        // Either way the run ends up in a cgroup of its own: cold runs put
+        // nsjail in a new one; a warm run's runner already waits in one.
+        let (raw, run_cgroup) = match warm {
+            Some(warm) => warm.run(job, limits, &paths, &self.jail_env).await?,
+            None => {
+                let run_cgroup = cgroups.create_run(limits, true).map_err(|e| {
+                    SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
+                })?;
+                let raw = self.run_cold(job, limits, &paths, &run_cgroup).await;
+                (raw, run_cgroup)
             }
-            None => self.run_cold(job, limits, &paths, &run_cgroup).await,
         };
         let usage = run_cgroup.usage();
         // Awaited, not detached: no process of this run may outlive its

@@ -74,10 +74,41 @@ pub struct WarmPool {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Reply {
-    Ready { python: String },
-    Started { id: u64, pid: i32 },
-    Failed { id: u64, error: String },
-    Exit { id: u64, code: i32 },
+    Ready {
+        python: String,
+    },
+    Started {
+        id: u64,
+        pid: i32,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
+    Exit {
+        id: u64,
+        code: i32,
+    },
+    /// A runner is forked and waiting: the gateway moves it into a group of
+    /// its own now, so that no cgroup migration is left for the request.
+    Runner {
+        pid: i32,
+    },
+}
+
+/// A waiting runner already moved into a group of its own, with its host pid.
+struct Spare {
+    cgroup: RunCgroup,
+    host_pid: i32,
+}
+
+/// The preparation of one waiting runner's group. The request that takes
+/// the runner and the preparation both lock it: a request never sees a
+/// half-moved runner, and a preparation that comes too late does nothing.
+#[derive(Default)]
+struct SpareSlot {
+    claimed: bool,
+    spare: Option<Spare>,
 }
 
 #[derive(Default)]
@@ -96,6 +127,8 @@ struct Zygote {
     started_at: Instant,
     nsjail_pid: Option<u32>,
     cgroup: Mutex<Option<RunCgroup>>,
+    /// Waiting runners by their pid in the zygote's namespace.
+    spares: Mutex<HashMap<i32, Arc<Mutex<SpareSlot>>>>,
     _nsjail: Mutex<Option<tokio::process::Child>>,
 }
 
@@ -103,8 +136,12 @@ impl Drop for Zygote {
     fn drop(&mut self) {
         // Only reached when no run holds it any more: killing the group ends
         // the zygote and its idle runners.
+        let spares: Vec<_> = self.spares.lock().unwrap().drain().collect();
         if let Some(cgroup) = self.cgroup.lock().unwrap().take() {
-            std::thread::spawn(move || cgroup.destroy());
+            std::thread::spawn(move || {
+                cgroup.destroy();
+                drop(spares);
+            });
         }
         tracing::info!(
             generation = self.generation,
@@ -243,10 +280,15 @@ impl WarmPool {
             started_at: Instant::now(),
             nsjail_pid: child.id(),
             cgroup: Mutex::new(Some(cgroup)),
+            spares: Mutex::new(HashMap::new()),
             _nsjail: Mutex::new(Some(child)),
         });
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(read_replies(Arc::downgrade(&zygote), ready_tx));
+        tokio::spawn(read_replies(
+            Arc::downgrade(&zygote),
+            self.cgroups.clone(),
+            ready_tx,
+        ));
         match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
             Ok(Ok(python)) => {
                 tracing::info!(generation, python = %python, preload = ?self.config.preload, "warm zygote ready");
@@ -273,8 +315,7 @@ impl WarmPool {
         limits: &Limits,
         paths: &JailPaths,
         env: &[(String, String)],
-        run_cgroup: &RunCgroup,
-    ) -> Result<RawRun, SandboxError> {
+    ) -> Result<(Result<RawRun, SandboxError>, RunCgroup), SandboxError> {
         let zygote = self.zygote_for(paths, env).await?;
         self.runs.fetch_add(1, Ordering::Relaxed);
         zygote.runs.fetch_add(1, Ordering::Relaxed);
@@ -332,61 +373,123 @@ impl WarmPool {
             }
             _ => return Err(broken("no runner was started")),
         };
-        let host_pid = zygote
-            .host_pid_of(runner_pid)
-            .ok_or_else(|| broken("the runner vanished before it was placed in its cgroup"))?;
-        run_cgroup
-            .attach_pid(host_pid)
-            .map_err(|e| broken(&format!("cannot move the runner into its cgroup: {e}")))?;
-        // The runner is pid 1 of its own pid namespace, so its pidfd turns
-        // readable only once it and everything it started are gone.
-        let runner_exit = ProcessExit::watch(host_pid)
-            .map_err(|e| broken(&format!("cannot watch the runner: {e}")))?;
-
-        // Only now, inside its cgroup, does the runner get the script.
-        let payload = serde_json::to_vec(job).expect("a job always serializes");
-        let started = Instant::now();
-        let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write)
-            .map_err(|e| SandboxError::LaunchFailed(format!("pipe: {e}")))?;
-        let feeder = tokio::spawn(async move {
-            let _ = stdin.write_all(&payload).await;
-        });
-        let timed_out = tokio::time::timeout(limits.wall_timeout, runner_exit.wait())
-            .await
-            .is_err();
-        if timed_out {
-            run_cgroup.kill_all();
-            let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
-        }
-        let duration = started.elapsed();
-        run_cgroup.kill_all();
-        feeder.abort();
-        let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
-        let (stdout, stderr, result) = (
-            joined(stdout.await),
-            joined(stderr.await),
-            joined(result.await),
-        );
-        // A well-formed result says how the run ended; only without one does
-        // the exit code matter, and it comes from the zygote a moment later.
-        let code = if !timed_out && super::frame::parse(&result.bytes).is_some() {
-            None
-        } else {
-            let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
-            code.ok().and_then(Result::ok)
+        let placed = {
+            let (zygote, cgroups, limits) = (zygote.clone(), self.cgroups.clone(), limits.clone());
+            // Blocking: cgroupfs writes, and possibly waiting for the
+            // runner's preparation to finish.
+            tokio::task::spawn_blocking(move || zygote.place_runner(runner_pid, &limits, &cgroups))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
         };
-        if code.is_none() && !timed_out && result.bytes.is_empty() {
-            zygote.alive.store(false, Ordering::Release);
+        let (run_cgroup, host_pid) =
+            placed.map_err(|e| broken(&format!("cannot place the runner in its cgroup: {e}")))?;
+        let raw = async {
+            // The runner is pid 1 of its own pid namespace, so its pidfd turns
+            // readable only once it and everything it started are gone.
+            let runner_exit = ProcessExit::watch(host_pid)
+                .map_err(|e| broken(&format!("cannot watch the runner: {e}")))?;
+
+            // Only now, inside its cgroup, does the runner get the script.
+            let payload = serde_json::to_vec(job).expect("a job always serializes");
+            let started = Instant::now();
+            let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write)
+                .map_err(|e| SandboxError::LaunchFailed(format!("pipe: {e}")))?;
+            let feeder = tokio::spawn(async move {
+                let _ = stdin.write_all(&payload).await;
+            });
+            let timed_out = tokio::time::timeout(limits.wall_timeout, runner_exit.wait())
+                .await
+                .is_err();
+            if timed_out {
+                run_cgroup.kill_all();
+                let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
+            }
+            let duration = started.elapsed();
+            run_cgroup.kill_all();
+            feeder.abort();
+            let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
+            let (stdout, stderr, result) = (
+                joined(stdout.await),
+                joined(stderr.await),
+                joined(result.await),
+            );
+            // A well-formed result says how the run ended; only without one does
+            // the exit code matter, and it comes from the zygote a moment later.
+            let code = if !timed_out && super::frame::parse(&result.bytes).is_some() {
+                None
+            } else {
+                let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
+                code.ok().and_then(Result::ok)
+            };
+            if code.is_none() && !timed_out && result.bytes.is_empty() {
+                zygote.alive.store(false, Ordering::Release);
+            }
+            Ok(RawRun {
+                stdout,
+                stderr,
+                result,
+                code,
+                signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
+                timed_out,
+                duration,
+            })
         }
-        Ok(RawRun {
-            stdout,
-            stderr,
-            result,
-            code,
-            signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
-            timed_out,
-            duration,
-        })
+        .await;
+        Ok((raw, run_cgroup))
+    }
+}
+
+impl Zygote {
+    /// Moves a waiting runner into a group of its own (generous limits until
+    /// a request sets its own) and remembers it. A failure only means that
+    /// request will move it itself.
+    fn prepare_spare(&self, namespace_pid: i32, slot: &Mutex<SpareSlot>, cgroups: &Cgroups) {
+        let mut slot = slot.lock().unwrap();
+        if slot.claimed {
+            return;
+        }
+        let Some(host_pid) = self.host_pid_of(namespace_pid) else {
+            return;
+        };
+        let name = format!("spare-{}-{namespace_pid}", self.generation);
+        let Ok(cgroup) = cgroups.create_group(&name, 1024 * MIB, 1024) else {
+            return;
+        };
+        if cgroup.attach_pid(host_pid).is_ok() {
+            slot.spare = Some(Spare { cgroup, host_pid });
+        }
+    }
+
+    /// The runner's own group with the request's limits, named as a run, and
+    /// its host pid: the prepared spare when there is one, else a new group
+    /// the runner is moved into now.
+    fn place_runner(
+        &self,
+        namespace_pid: i32,
+        limits: &Limits,
+        cgroups: &Cgroups,
+    ) -> std::io::Result<(RunCgroup, i32)> {
+        let slot = self.spares.lock().unwrap().remove(&namespace_pid);
+        let spare = slot.and_then(|slot| {
+            let mut slot = slot.lock().unwrap();
+            slot.claimed = true;
+            slot.spare.take()
+        });
+        if let Some(Spare {
+            mut cgroup,
+            host_pid,
+        }) = spare
+        {
+            cgroup.set_limits(limits.memory_bytes, limits.max_pids)?;
+            cgroup.rename(&cgroups.next_run_name())?;
+            return Ok((cgroup, host_pid));
+        }
+        let cgroup = cgroups.create_run(limits, false)?;
+        let host_pid = self
+            .host_pid_of(namespace_pid)
+            .ok_or_else(|| std::io::Error::other("the runner vanished"))?;
+        cgroup.attach_pid(host_pid)?;
+        Ok((cgroup, host_pid))
     }
 }
 
@@ -454,7 +557,11 @@ impl Zygote {
     }
 }
 
-async fn read_replies(zygote: std::sync::Weak<Zygote>, ready: oneshot::Sender<String>) {
+async fn read_replies(
+    zygote: std::sync::Weak<Zygote>,
+    cgroups: Arc<Cgroups>,
+    ready: oneshot::Sender<String>,
+) {
     let mut ready = Some(ready);
     let mut buffer = vec![0u8; 4096];
     loop {
@@ -508,6 +615,19 @@ async fn read_replies(zygote: std::sync::Weak<Zygote>, ready: oneshot::Sender<St
                 if let Some(tx) = pending.remove(&id).and_then(|p| p.exit) {
                     let _ = tx.send(code);
                 }
+            }
+            Reply::Runner { pid } => {
+                // Registered before any "started" for this runner can arrive
+                // (the channel is ordered); the move itself waits for an RCU
+                // grace period (milliseconds), so it runs off any request.
+                let slot = Arc::new(Mutex::new(SpareSlot::default()));
+                strong.spares.lock().unwrap().insert(pid, slot.clone());
+                let (zygote, cgroups) = (Arc::downgrade(&strong), cgroups.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Some(zygote) = zygote.upgrade() {
+                        zygote.prepare_spare(pid, &slot, &cgroups);
+                    }
+                });
             }
         }
     }
