@@ -247,16 +247,7 @@ async fn execute_returns_400_for_bodies_that_are_not_a_valid_request() {
         r#"{"script": "def main(): pass", "timeout_ms": -5}"#,
         r#"{"script": "def main(): pass", "timeout_ms": 3600000}"#,
     ] {
-        let response = s
-            .client
-            .post(s.url("/execute"))
-            .bearer_auth(API_KEY)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        common::Response::read(response)
+        s.post_raw(body)
             .await
             .assert_problem(400, "invalid-request");
     }
@@ -268,16 +259,7 @@ async fn execute_returns_400_for_invalid_utf8() {
     let mut body = br#"{"script": "def main(): return '"#.to_vec();
     body.extend_from_slice(&[0xff, 0xfe]);
     body.extend_from_slice(br#"'"}"#);
-    let response = s
-        .client
-        .post(s.url("/execute"))
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    common::Response::read(response)
+    s.post_raw(body)
         .await
         .assert_problem(400, "invalid-request");
 }

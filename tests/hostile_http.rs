@@ -149,16 +149,7 @@ async fn a_200000_deep_json_body_is_a_400_not_a_stack_overflow() {
         "[".repeat(200_000),
         "]".repeat(200_000)
     );
-    let response = s
-        .client
-        .post(s.url("/execute"))
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    common::Response::read(response)
+    s.post_raw(body)
         .await
         .assert_problem(400, "invalid-request");
     let r = s

@@ -476,6 +476,21 @@ impl TestServer {
         }
     }
 
+    /// Posts raw bytes to `/execute` as JSON with the suite's key: for bodies
+    /// that are not (valid) JSON.
+    pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> Response {
+        let response = self
+            .client
+            .post(self.url("/execute"))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request is answered");
+        Response::read(response).await
+    }
+
     /// Runs a script and returns the response.
     pub async fn run(&self, script: &str) -> Response {
         self.execute(json!({ "script": script })).await
