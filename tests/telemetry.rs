@@ -505,15 +505,7 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = scrape(&server).await;
-        let running: f64 = ["warm", "cold"]
-            .iter()
-            .map(|m| {
-                sample(
-                    &text,
-                    &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{m}"}}"#),
-                )
-            })
-            .sum();
+        let running = runs_in_progress(&text);
         if running >= 1.0 {
             break;
         }
@@ -612,15 +604,7 @@ async fn a_request_whose_client_goes_away_is_counted_and_leaves_no_run_in_progre
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = scrape(&server).await;
-        let running: f64 = ["warm", "cold"]
-            .iter()
-            .map(|m| {
-                sample(
-                    &text,
-                    &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{m}"}}"#),
-                )
-            })
-            .sum();
+        let running = runs_in_progress(&text);
         if sample(&text, closed) == 1.0 && running == 0.0 {
             // Only this scrape is in flight.
             assert_eq!(sample(&text, "pyexec_http_requests_in_flight"), 1.0);
@@ -632,4 +616,17 @@ async fn a_request_whose_client_goes_away_is_counted_and_leaves_no_run_in_progre
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs in their jails right now, both sandbox modes together.
+fn runs_in_progress(metrics: &str) -> f64 {
+    ["warm", "cold"]
+        .iter()
+        .map(|mode| {
+            sample(
+                metrics,
+                &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{mode}"}}"#),
+            )
+        })
+        .sum()
 }
