@@ -272,10 +272,17 @@ impl HostBaseline {
         Self { mounts: mounts() }
     }
 
-    /// Everything a finished run left behind on the host.
-    fn leftovers(&self, server: &TestServer) -> Vec<String> {
+    /// Everything a finished run left behind on the host, once its teardown
+    /// (which the answer does not wait for) is over.
+    async fn leftovers(&self, server: &TestServer) -> Vec<String> {
         let mut found = Vec::new();
         let sandbox = server.sandbox.as_ref().expect("an in-process server");
+        if tokio::time::timeout(Duration::from_secs(30), sandbox.wait_until_idle())
+            .await
+            .is_err()
+        {
+            found.push("a run's teardown did not finish within 30 s".into());
+        }
         for dir in sandbox.live_run_cgroups() {
             found.push(format!("run cgroup {} still exists", dir.display()));
         }
@@ -399,7 +406,7 @@ fn every_attack_in_the_corpus_is_contained() {
                 .buffer_unordered(PARALLEL)
                 .collect()
                 .await;
-            let leftovers = baseline.leftovers(&server);
+            let leftovers = baseline.leftovers(&server).await;
             for (case, problems, took) in answers {
                 eprintln!(
                     "{:<48} {:>6} ms {}",
@@ -428,6 +435,7 @@ fn every_attack_in_the_corpus_is_contained() {
             failures.extend(
                 baseline
                     .leftovers(&server)
+                    .await
                     .into_iter()
                     .map(|l| format!("{}: left behind: {l}", case.id)),
             );

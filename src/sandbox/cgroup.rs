@@ -362,24 +362,34 @@ impl RunCgroup {
     /// SIGKILLs every process of the run, repeating until the group is empty
     /// (a process may fork while it is being killed; pids.max bounds that).
     pub fn kill_all(&self) {
-        if self.version == CgroupVersion::V2
-            && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
-        {
+        if self.kill_now() {
             return;
         }
         for _ in 0..100 {
-            let pids = self.remaining_pids();
-            if pids.is_empty() {
+            if self.remaining_pids().is_empty() {
                 return;
             }
-            for pid in pids {
-                // SAFETY: kill(2) with a pid read from this run's own cgroup.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
+            self.kill_now();
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Sends SIGKILL to every process of the run without waiting for them to
+    /// go. True when the kernel did it for the whole group (cgroup.kill, v2),
+    /// which also catches processes forked meanwhile.
+    pub fn kill_now(&self) -> bool {
+        if self.version == CgroupVersion::V2
+            && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        {
+            return true;
+        }
+        for pid in self.remaining_pids() {
+            // SAFETY: kill(2) with a pid read from this run's own cgroup.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        false
     }
 
     /// Kills what is left and removes the group (blocking: call it off the

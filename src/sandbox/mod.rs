@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::telemetry;
@@ -217,7 +217,7 @@ pub struct Sandbox {
     cgroups: Option<Arc<Cgroups>>,
     warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     /// Jails started for requests (not the self-test): lets tests and
     /// `/health` see that a cache hit started none.
@@ -306,7 +306,7 @@ impl Sandbox {
             cgroups,
             warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
-            slots: Semaphore::new(config.max_concurrent.max(1)),
+            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             waiting: AtomicUsize::new(0),
             runs_started: AtomicU64::new(0),
             config,
@@ -373,7 +373,15 @@ impl Sandbox {
             wall_timeout: Duration::from_secs(60),
             ..Limits::default()
         };
-        match self.run_in_mode(&job, &limits, None, mode).await {
+        let finished = self.run_in_mode(&job, &limits, None, mode).await;
+        let report = match finished {
+            Ok((report, teardown)) => {
+                teardown.finish().await;
+                Ok(report)
+            }
+            Err(e) => Err(e),
+        };
+        match report {
             Ok(RunReport {
                 outcome: Outcome::Success(value),
                 ..
@@ -412,13 +420,31 @@ impl Sandbox {
         let queue = telemetry::spans::sandbox_queue(self.queue_depth());
         let permit = self.acquire_slot().instrument(queue.clone()).await;
         telemetry::spans::record_queue(&queue, &permit);
-        let _permit = permit?;
+        let permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
         let mode = self.effective_mode(policy).label();
         let run = telemetry::spans::sandbox_run(&job.script, mode);
-        let report = self.run_once(job, policy).instrument(run.span()).await;
+        let finished = self.run_once(job, policy).instrument(run.span()).await;
+        let report = finished.map(|(report, teardown)| {
+            // The answer does not wait for the teardown (a runner's address
+            // space takes milliseconds to free), but the slot does: the next
+            // run starts only once this one is gone.
+            tokio::spawn(async move {
+                teardown.finish().await;
+                drop(permit);
+            });
+            report
+        });
         run.finish(&report);
         report
+    }
+
+    /// Waits until no run is in flight or being torn down: every process of
+    /// every finished run is gone and its cgroup removed. Tests use it before
+    /// they look for leftovers.
+    pub async fn wait_until_idle(&self) {
+        let all = u32::try_from(self.config.max_concurrent.max(1)).unwrap_or(u32::MAX);
+        let _ = self.slots.acquire_many(all).await;
     }
 
     /// The cgroups of runs that still exist, as `controller/instance/run-N`
@@ -441,15 +467,19 @@ impl Sandbox {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    async fn acquire_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, SandboxError> {
-        if let Ok(permit) = self.slots.try_acquire() {
+    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, SandboxError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
             return Ok(permit);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(SandboxError::Saturated);
         }
-        let permit = tokio::time::timeout(self.config.queue_timeout, self.slots.acquire()).await;
+        let permit = tokio::time::timeout(
+            self.config.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await;
         self.waiting.fetch_sub(1, Ordering::AcqRel);
         match permit {
             Ok(Ok(permit)) => Ok(permit),
@@ -473,7 +503,11 @@ impl Sandbox {
         }
     }
 
-    async fn run_once(&self, job: &Job, policy: &SandboxPolicy) -> Result<RunReport, SandboxError> {
+    async fn run_once(
+        &self,
+        job: &Job,
+        policy: &SandboxPolicy,
+    ) -> Result<(RunReport, Teardown), SandboxError> {
         let mode = self.effective_mode(policy);
         self.run_in_mode(job, &policy.limits, policy.nsjail_config.clone(), mode)
             .await
@@ -485,7 +519,7 @@ impl Sandbox {
         limits: &Limits,
         nsjail_config: Option<PathBuf>,
         mode: SandboxMode,
-    ) -> Result<RunReport, SandboxError> {
+    ) -> Result<(RunReport, Teardown), SandboxError> {
         let cgroups = self
             .cgroups
             .as_ref()
@@ -497,22 +531,26 @@ impl Sandbox {
         };
         // Either way the run ends up in a cgroup of its own: cold runs put
         // nsjail in a new one; a warm run's runner already waits in one.
-        let (raw, run_cgroup) = match warm {
+        let (raw, teardown) = match warm {
             Some(warm) => warm.run(job, limits, &paths, &self.jail_env).await?,
             None => {
                 let run_cgroup = cgroups.create_run(limits, true).map_err(|e| {
                     SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
                 })?;
                 let raw = self.run_cold(job, limits, &paths, &run_cgroup).await;
-                (raw, run_cgroup)
+                (raw, Teardown::new(run_cgroup, None))
             }
         };
-        let usage = run_cgroup.usage();
-        // Awaited, not detached: no process of this run may outlive its
-        // response (a double-forked, setsid'd child included), and the
-        // attack corpus checks that nothing of it is left when the answer arrives.
-        let _ = tokio::task::spawn_blocking(move || run_cgroup.destroy()).await;
-        let raw = raw?;
+        // Every process of the run has been sent SIGKILL by now; what they
+        // use while dying is not the script's.
+        let usage = teardown.cgroup.usage();
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(e) => {
+                teardown.finish().await;
+                return Err(e);
+            }
+        };
         let outcome = conclude(&raw, limits);
         let mut report = RunReport {
             outcome: Outcome::Success(Value::Null),
@@ -528,7 +566,7 @@ impl Sandbox {
             },
         };
         report.outcome = classify(outcome, &report, limits);
-        Ok(report)
+        Ok((report, teardown))
     }
 
     async fn run_cold(
@@ -620,6 +658,32 @@ impl Sandbox {
             )));
         }
         Ok(raw)
+    }
+}
+
+/// What is left of a run once its answer is known: its cgroup, whose
+/// processes have all been sent SIGKILL, and on the warm path the runner
+/// whose exit ends the run's pid namespace.
+pub(crate) struct Teardown {
+    cgroup: cgroup::RunCgroup,
+    runner_exit: Option<warm::ProcessExit>,
+}
+
+impl Teardown {
+    fn new(cgroup: cgroup::RunCgroup, runner_exit: Option<warm::ProcessExit>) -> Self {
+        Self {
+            cgroup,
+            runner_exit,
+        }
+    }
+
+    /// Waits for the last process to go and removes the cgroup.
+    async fn finish(self) {
+        if let Some(exit) = &self.runner_exit {
+            let _ = tokio::time::timeout(Duration::from_secs(5), exit.wait()).await;
+        }
+        let cgroup = self.cgroup;
+        let _ = tokio::task::spawn_blocking(move || cgroup.destroy()).await;
     }
 }
 

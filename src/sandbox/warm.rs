@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use super::capture::read_capped;
 use super::cgroup::{Cgroups, RunCgroup};
 use super::limits::{JailPaths, Limits, MIB};
-use super::{pipe, pipe_reader, Job, RawRun, SandboxError};
+use super::{pipe, pipe_reader, Job, RawRun, SandboxError, Teardown};
 
 /// When a zygote is replaced by a fresh one: every runner shares the zygote's
 /// address-space layout, so it is not kept forever.
@@ -315,7 +315,7 @@ impl WarmPool {
         limits: &Limits,
         paths: &JailPaths,
         env: &[(String, String)],
-    ) -> Result<(Result<RawRun, SandboxError>, RunCgroup), SandboxError> {
+    ) -> Result<(Result<RawRun, SandboxError>, Teardown), SandboxError> {
         let zygote = self.zygote_for(paths, env).await?;
         self.runs.fetch_add(1, Ordering::Relaxed);
         zygote.runs.fetch_add(1, Ordering::Relaxed);
@@ -383,59 +383,98 @@ impl WarmPool {
         };
         let (run_cgroup, host_pid) =
             placed.map_err(|e| broken(&format!("cannot place the runner in its cgroup: {e}")))?;
-        let raw = async {
-            // The runner is pid 1 of its own pid namespace, so its pidfd turns
-            // readable only once it and everything it started are gone.
-            let runner_exit = ProcessExit::watch(host_pid)
-                .map_err(|e| broken(&format!("cannot watch the runner: {e}")))?;
+        // The runner is pid 1 of its own pid namespace: its pidfd turns
+        // readable only once it and everything it started are gone, and
+        // killing it kills them all.
+        let runner_exit = match ProcessExit::watch(host_pid) {
+            Ok(exit) => exit,
+            Err(e) => {
+                let error = broken(&format!("cannot watch the runner: {e}"));
+                return Ok((Err(error), Teardown::new(run_cgroup, None)));
+            }
+        };
+        // Only now, inside its cgroup, does the runner get the script.
+        let payload = serde_json::to_vec(job).expect("a job always serializes");
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + limits.wall_timeout;
+        let mut stdin = match tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write) {
+            Ok(stdin) => stdin,
+            Err(e) => {
+                let error = SandboxError::LaunchFailed(format!("pipe: {e}"));
+                return Ok((Err(error), Teardown::new(run_cgroup, Some(runner_exit))));
+            }
+        };
+        let feeder = tokio::spawn(async move {
+            let _ = stdin.write_all(&payload).await;
+        });
+        let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
 
-            // Only now, inside its cgroup, does the runner get the script.
-            let payload = serde_json::to_vec(job).expect("a job always serializes");
-            let started = Instant::now();
-            let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write)
-                .map_err(|e| SandboxError::LaunchFailed(format!("pipe: {e}")))?;
-            let feeder = tokio::spawn(async move {
-                let _ = stdin.write_all(&payload).await;
-            });
-            let timed_out = tokio::time::timeout(limits.wall_timeout, runner_exit.wait())
+        // The harness lets go of stdout and stderr and closes the result pipe
+        // right after its report, so a run that reported is over here, before
+        // the runner has finished exiting.
+        let mut result = result;
+        let reported = match tokio::time::timeout_at(deadline, &mut result).await {
+            Ok(captured) => Some(joined(captured)),
+            Err(_) => None,
+        };
+        let reported = match reported {
+            Some(result) if super::frame::parse(&result.bytes).is_some() => {
+                let duration = started.elapsed();
+                runner_exit.kill();
+                run_cgroup.kill_now();
+                feeder.abort();
+                let raw = RawRun {
+                    stdout: joined(stdout.await),
+                    stderr: joined(stderr.await),
+                    result,
+                    code: None,
+                    signal: None,
+                    timed_out: false,
+                    duration,
+                };
+                return Ok((Ok(raw), Teardown::new(run_cgroup, Some(runner_exit))));
+            }
+            other => other,
+        };
+
+        // No report: the runner's end says what happened.
+        let timed_out = reported.is_none()
+            || tokio::time::timeout_at(deadline, runner_exit.wait())
                 .await
                 .is_err();
-            if timed_out {
-                run_cgroup.kill_all();
-                let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
-            }
-            let duration = started.elapsed();
-            run_cgroup.kill_all();
-            feeder.abort();
-            let joined = |r: Result<_, tokio::task::JoinError>| r.unwrap_or_default();
-            let (stdout, stderr, result) = (
-                joined(stdout.await),
-                joined(stderr.await),
-                joined(result.await),
-            );
-            // A well-formed result says how the run ended; only without one does
-            // the exit code matter, and it comes from the zygote a moment later.
-            let code = if !timed_out && super::frame::parse(&result.bytes).is_some() {
-                None
-            } else {
-                let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
-                code.ok().and_then(Result::ok)
-            };
-            if code.is_none() && !timed_out && result.bytes.is_empty() {
-                zygote.alive.store(false, Ordering::Release);
-            }
-            Ok(RawRun {
-                stdout,
-                stderr,
-                result,
-                code,
-                signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
-                timed_out,
-                duration,
-            })
+        if timed_out {
+            run_cgroup.kill_now();
+            runner_exit.kill();
         }
-        .await;
-        Ok((raw, run_cgroup))
+        let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
+        let duration = started.elapsed();
+        run_cgroup.kill_all();
+        feeder.abort();
+        let (stdout, stderr) = (joined(stdout.await), joined(stderr.await));
+        let result = match reported {
+            Some(result) => result,
+            None => joined(result.await),
+        };
+        let code = if timed_out {
+            None
+        } else {
+            // The zygote reports the exit code a moment after the exit.
+            let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
+            code.ok().and_then(Result::ok)
+        };
+        if code.is_none() && !timed_out && result.bytes.is_empty() {
+            zygote.alive.store(false, Ordering::Release);
+        }
+        let raw = RawRun {
+            stdout,
+            stderr,
+            result,
+            code,
+            signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
+            timed_out,
+            duration,
+        };
+        Ok((Ok(raw), Teardown::new(run_cgroup, Some(runner_exit))))
     }
 }
 
@@ -493,8 +532,9 @@ impl Zygote {
     }
 }
 
-/// Readiness of a process's exit through its pidfd.
-struct ProcessExit {
+/// A process's exit through its pidfd: readiness, and a kill that cannot hit
+/// a recycled pid.
+pub(crate) struct ProcessExit {
     pidfd: AsyncFd<OwnedFd>,
 }
 
@@ -514,9 +554,22 @@ impl ProcessExit {
         Ok(Self { pidfd })
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         // A pidfd stays readable once the process has exited.
         let _ = self.pidfd.readable().await;
+    }
+
+    fn kill(&self) {
+        // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
     }
 }
 
