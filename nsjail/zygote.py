@@ -5,10 +5,12 @@ It runs inside the same nsjail jail as a cold run (mounts, uid, seccomp), as
 pid 1 of the jail. For every request there is one "runner" process G, made
 ahead of time so the fork is off the critical path:
 
-    zygote ──fork──▶ C ── unshare(user, mount, pid, ipc, uts) ──fork──▶ G (pid 1 of its own pid ns)
+    zygote ──clone(new user, mount, pid, ipc, uts namespaces)──▶ G (pid 1 of its own pid ns)
 
-C only waits for G and exits with G's status (128 + signal when killed, like
-nsjail). G waits on a socketpair for its request: the gateway's pipes for
+One clone system call makes G and its namespaces: a fork of this interpreter
+copies the page tables of every module it holds, and an intermediate process
+(fork, unshare, fork again) would pay that twice per request, and its exit
+too. G waits on a socketpair for its request: the gateway's pipes for
 stdin/stdout/stderr/result and the run's limits. Then G mounts its own /proc
 and a private tmpfs /tmp, applies the CPU and file-size rlimits, drops every
 capability of its user namespace, installs a seccomp filter that forbids
@@ -22,7 +24,7 @@ Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
                     with SCM_RIGHTS [stdin_r, stdout_w, stderr_w, result_w]
   zygote → gateway  {"op": "ready", "python"}                once, after the preload
                     {"op": "started", "id", "pid"}          G's pid in the zygote's pid ns
-                    {"op": "exit", "id", "code"}            G's exit code, or 128 + signal
+                    {"op": "exit", "id", "code"}            G's exit code, or 128 + signal (like nsjail)
                     {"op": "runner", "pid"}                 a runner G is ready (pid in the zygote's ns)
                     {"op": "failed", "id", "error"}         the request could not start
 """
@@ -43,6 +45,8 @@ CONTROL_FD = 3
 # Runners kept forked ahead of requests (argv: --ready=N); as many as can run
 # at once, so a burst does not wait for forks.
 READY_RUNNERS = 2
+# How long nothing must run before the ready pool is topped up between batches.
+IDLE_TOP_UP_SECONDS = 0.05
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -140,13 +144,18 @@ def lock_down():
 # ---- the runner (G) --------------------------------------------------------------
 
 def warm_up():
-    """Touches what most scripts touch (compiling, json, numpy and pandas basics).
+    """Does once what most scripts do first: compile a main(), build a small
+    DataFrame from a numpy array, reduce it, encode a result.
 
-    A runner is a copy-on-write child of the zygote: the first touch of each
-    shared page costs a page fault and a copy. Doing it here, while the runner
-    waits for a request, moves those faults off the request's critical path.
-    Nothing of a request exists yet, and the random generators are reseeded
-    after this.
+    The zygote runs it before freezing its heap, so the lazy imports and
+    caches it triggers are shared by every runner. Each runner runs it again
+    while it waits for a request: a runner is a copy-on-write child of the
+    zygote, and the first write to each shared page (a reference count is
+    enough) costs a page fault and a copy. Taking those faults here moves
+    them off the request's critical path at no extra CPU, as long as this
+    stays about as small as the scripts it stands for; anything heavier is
+    CPU every request pays for nothing. Nothing of a request exists yet, and
+    the random generators are reseeded after this.
     """
     import ast
     code = compile(ast.parse("def main(n=1):\n    return {'n': n}\n"), "<warm-up>", "exec")
@@ -154,23 +163,19 @@ def warm_up():
     exec(code, namespace)
     json.dumps(namespace["main"](), allow_nan=False)
     numpy = sys.modules.get("numpy")
+    pandas = sys.modules.get("pandas")
     if numpy is not None:
         values = numpy.random.randint(1, 100, 10)
-        float(values.mean()), int(values.max()), values.tolist()
-    pandas = sys.modules.get("pandas")
-    if pandas is not None:
-        frame = pandas.DataFrame({"values": [1, 2, 3], "other": [4.0, 5.0, 6.0]})
-        float(frame["values"].mean()), int(frame["values"].max()), len(frame)
-        frame.sum().to_dict(), frame.describe().to_dict()
+        float(values.mean()), int(values.max())
+        if pandas is not None:
+            frame = pandas.DataFrame({"values": values})
+            float(frame["values"].mean()), int(frame["values"].max()), len(frame)
 
 
 def runner(channel):
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     warm_up()
-    own_pid = next(
-        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("NSpid:")
-    )
-    channel.send(json.dumps({"pid": own_pid}).encode())
+    channel.send(b"ready")
     message, fds, _, _ = socket.recv_fds(channel, 4096, 4)
     if not message or len(fds) != 4:
         os._exit(0)  # the zygote is gone or retired this runner
@@ -215,38 +220,42 @@ def reseed_random_generators():
         numpy.random.seed()
 
 
-# ---- the intermediate (C) --------------------------------------------------------
+# ---- making G ---------------------------------------------------------------------
 
-def intermediate(channel):
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) != 0:
-        fail("unshare")
+SYS_CLONE_NR = 56
+# ctypes.pythonapi keeps the GIL held across the call, as os.fork does.
+_python = ctypes.pythonapi
+_python.syscall.restype = ctypes.c_long
+_python.syscall.argtypes = [ctypes.c_long] * 6
+
+
+def clone_into_namespaces():
+    """fork(), but the child starts in new user, mount, pid, ipc and uts
+    namespaces, as pid 1 of its pid namespace. Python's own fork hooks run
+    around it exactly as os.fork runs them. glibc's fork handlers do not: this
+    process has one thread (nothing can hold a libc lock at this point), and
+    glibc asks the kernel, not its cache, for the thread id it signals."""
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | signal.SIGCHLD
+    _python.PyOS_BeforeFork()
+    pid = _python.syscall(SYS_CLONE_NR, flags, 0, 0, 0, 0)
+    if pid == 0:
+        _python.PyOS_AfterFork_Child()
+        return 0
+    errno = ctypes.get_errno()
+    _python.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(errno, "clone: %s" % os.strerror(errno))
+    return pid
+
+
+def enter_own_user_namespace():
+    # The jail's uid stays the only one there is, with no way back to groups.
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
         f.write("%d %d 1" % (JAIL_UID, JAIL_UID))
     with open("/proc/self/gid_map", "w") as f:
         f.write("%d %d 1" % (JAIL_UID, JAIL_UID))
-    pid = os.fork()
-    if pid == 0:
-        try:
-            runner(channel)
-        except BaseException as exc:  # noqa: B036 - the runner must never return into the zygote loop
-            try:
-                os.write(2, ("pyexec runner failed: %r\n" % (exc,)).encode())
-            finally:
-                os._exit(70)
-        os._exit(0)
-    channel.close()
-    # G is pid 1 of its namespace: when it exits, everything it started dies.
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFSIGNALED(status):
-        os._exit(128 + os.WTERMSIG(status))
-    os._exit(os.WEXITSTATUS(status))
 
 
 # ---- the zygote ------------------------------------------------------------------
@@ -255,9 +264,11 @@ class Zygote:
     def __init__(self, control):
         self.control = control
         self.selector = selectors.DefaultSelector()
-        self.starting = {}   # channel fd → (intermediate pid, channel)
-        self.ready = []      # (intermediate pid, runner pid, channel)
-        self.running = {}    # intermediate pid → request id
+        self.starting = {}   # channel fd → (runner pid, channel)
+        self.ready = []      # (runner pid, channel)
+        self.running = {}    # runner pid → request id
+        self.waiting = []    # (request id, message, fds) with no runner yet
+        self.refilling = True
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -273,7 +284,7 @@ class Zygote:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        pid = clone_into_namespaces()
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
@@ -283,12 +294,13 @@ class Zygote:
                 keep = child_end.fileno()
                 os.closerange(3, keep)
                 os.closerange(keep + 1, 65536)
-                intermediate(child_end)
-            except BaseException as exc:  # noqa: B036
+                enter_own_user_namespace()
+                runner(child_end)
+            except BaseException as exc:  # noqa: B036 - the runner must never return into the zygote loop
                 try:
-                    os.write(2, ("pyexec intermediate failed: %r\n" % (exc,)).encode())
+                    os.write(2, ("pyexec runner failed: %r\n" % (exc,)).encode())
                 finally:
-                    os._exit(71)
+                    os._exit(70)
             os._exit(0)
         child_end.close()
         self.starting[parent_end.fileno()] = (pid, parent_end)
@@ -303,21 +315,10 @@ class Zygote:
         if not message:
             channel.close()  # it died while setting up; reaping reports it
             return
-        runner_pid = json.loads(message)["pid"]
-        self.ready.append((pid, runner_pid, channel))
+        self.ready.append((pid, channel))
         # The gateway moves it into a cgroup of its own while it waits.
-        self.send({"op": "runner", "pid": runner_pid})
-
-    def take_runner(self):
-        while not self.ready:
-            if not self.starting:
-                self.spawn_runner()
-            for key, _ in self.selector.select(timeout=5):
-                if key.data == "runner":
-                    self.runner_ready(key.fd)
-                elif key.data == "child":
-                    self.reap()
-        return self.ready.pop(0)
+        self.send({"op": "runner", "pid": pid})
+        self.dispatch()
 
     def handle_request(self):
         try:
@@ -326,18 +327,42 @@ class Zygote:
             message, fds = b"", []
         if not message:
             raise SystemExit(0)  # the gateway closed the channel: retire
-        request = json.loads(message)
-        try:
-            intermediate_pid, runner_pid, channel = self.take_runner()
-            socket.send_fds(channel, [message], fds)
-            channel.close()
-            self.running[intermediate_pid] = request["id"]
-            self.send({"op": "started", "id": request["id"], "pid": runner_pid})
-        except Exception as exc:
-            self.send({"op": "failed", "id": request["id"], "error": repr(exc)})
-        finally:
-            for fd in fds:
-                os.close(fd)
+        self.waiting.append((json.loads(message)["id"], message, fds))
+        self.dispatch()
+
+    def dispatch(self):
+        """Hands waiting requests to ready runners, oldest first. A request
+        that finds none waits here, not in a loop of its own: the zygote
+        keeps taking events (new requests, runners getting ready) meanwhile."""
+        while self.waiting and self.ready:
+            request_id, message, fds = self.waiting.pop(0)
+            runner_pid, channel = self.ready.pop(0)
+            try:
+                socket.send_fds(channel, [message], fds)
+                self.running[runner_pid] = request_id
+                self.send({"op": "started", "id": request_id, "pid": runner_pid})
+            except Exception as exc:
+                self.send({"op": "failed", "id": request_id, "error": repr(exc)})
+            finally:
+                channel.close()
+                for fd in fds:
+                    os.close(fd)
+
+    def wants_runner(self):
+        """Whether to fork one more runner now. Requests that wait get one
+        at once. The ready pool is refilled in batches: once it is down to
+        half, back to full, and topped up when nothing has run for a moment.
+        A fork copies the whole interpreter's page tables, so on a small
+        machine it slows down whatever script runs beside it; a batch leaves
+        most requests with none beside them, at the same CPU per request."""
+        coming = len(self.ready) + len(self.starting) - len(self.waiting)
+        if coming < 0:
+            return True
+        if coming >= READY_RUNNERS:
+            self.refilling = False
+        elif coming <= READY_RUNNERS // 2:
+            self.refilling = True
+        return self.refilling
 
     def reap(self):
         try:
@@ -363,10 +388,13 @@ class Zygote:
         os.set_blocking(self.wake_r, False)
         self.send({"op": "ready", "python": platform.python_version()})
         while True:
-            # Refilling forks the whole interpreter: do it only when nothing
-            # else is waiting, so a burst of requests is served first.
-            short = len(self.ready) + len(self.starting) < READY_RUNNERS
-            events = self.selector.select(timeout=0 if short else None)
+            if self.wants_runner():
+                timeout = 0
+            elif len(self.ready) + len(self.starting) < READY_RUNNERS and not self.running:
+                timeout = IDLE_TOP_UP_SECONDS
+            else:
+                timeout = None
+            events = self.selector.select(timeout=timeout)
             if not events:
                 self.spawn_runner()
                 continue
@@ -388,6 +416,7 @@ def main():
         else:
             __import__(arg)
     import harness  # noqa: F401 - bound once here, so every runner gets it for free
+    warm_up()
     gc.collect()
     # Objects that exist now are never scanned by a runner's collector, so
     # copy-on-write keeps them shared with the zygote.
