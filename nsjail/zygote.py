@@ -20,13 +20,17 @@ own cgroup (memory, pids, CPU) before it writes that script, so no code of the
 request ever runs outside its limits, and kills the cgroup on timeout.
 
 Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
-  gateway → zygote  {"op": "run", "id", "cpu_seconds", "file_size_bytes", "tmpfs_bytes", "tmpfs_inodes"}
+  zygote → gateway  {"op": "ready", "python"}      once, after the preload
+                    {"op": "runner", "pid"}        a runner G is ready, with SCM_RIGHTS [its channel]
+                    {"op": "exit", "pid", "code"}  a runner ended: exit code, or 128 + signal (like nsjail)
+  gateway → zygote  {"op": "took", "pid"}          the gateway gave that runner a request
+                    {"op": "wait"}                 a request found no ready runner
+
+The gateway sends each request straight to its runner over the runner's own
+channel, so no request ever waits for this process, which may be busy
+copying itself for the next runner:
+  gateway → G       {"cpu_seconds", "file_size_bytes", "tmpfs_bytes", "tmpfs_inodes"}
                     with SCM_RIGHTS [stdin_r, stdout_w, stderr_w, result_w]
-  zygote → gateway  {"op": "ready", "python"}                once, after the preload
-                    {"op": "started", "id", "pid"}          G's pid in the zygote's pid ns
-                    {"op": "exit", "id", "code"}            G's exit code, or 128 + signal (like nsjail)
-                    {"op": "runner", "pid"}                 a runner G is ready (pid in the zygote's ns)
-                    {"op": "failed", "id", "error"}         the request could not start
 """
 
 import ctypes
@@ -124,21 +128,30 @@ def seccomp_program():
     return b"".join(insns)
 
 
-def lock_down():
-    """Drops every capability of the runner's user namespace and forbids new
-    namespaces and mounts. no_new_privs is already set by nsjail."""
+def empty_bounding_set():
+    """Nothing the runner executes can ever gain a capability. Done while
+    the runner waits: the bounding set limits exec, not the capabilities the
+    runner still uses to mount its /proc and /tmp."""
     for cap in range(64):
         if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: past the last cap
             fail("PR_CAPBSET_DROP")
+
+
+def lock_down():
+    """Drops every capability of the runner's user namespace and forbids new
+    namespaces and mounts. no_new_privs is already set by nsjail, and the
+    bounding set is already empty."""
     header = struct.pack("II", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     data = bytes(24)  # two empty (effective, permitted, inheritable) sets
     if libc.syscall(126, header, data) != 0:  # capset
         fail("capset")
-    program = seccomp_program()
-    buffer = ctypes.create_string_buffer(program)
-    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buffer))
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, 0, 0) != 0:
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_FPROG, 0, 0) != 0:
         fail("seccomp")
+
+
+# Built once in the zygote; every runner installs the same filter.
+SECCOMP_PROGRAM = ctypes.create_string_buffer(seccomp_program())
+SECCOMP_FPROG = struct.pack("HxxxxxxQ", len(SECCOMP_PROGRAM.raw) // 8, ctypes.addressof(SECCOMP_PROGRAM))
 
 
 # ---- the runner (G) --------------------------------------------------------------
@@ -162,6 +175,9 @@ def warm_up():
     namespace = {}
     exec(code, namespace)
     json.dumps(namespace["main"](), allow_nan=False)
+    harness = sys.modules.get("harness")
+    if harness is not None:
+        harness.rehearse()
     numpy = sys.modules.get("numpy")
     pandas = sys.modules.get("pandas")
     if numpy is not None:
@@ -174,6 +190,7 @@ def warm_up():
 
 def runner(channel):
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    empty_bounding_set()
     warm_up()
     channel.send(b"ready")
     message, fds, _, _ = socket.recv_fds(channel, 4096, 4)
@@ -265,9 +282,9 @@ class Zygote:
         self.control = control
         self.selector = selectors.DefaultSelector()
         self.starting = {}   # channel fd → (runner pid, channel)
-        self.ready = []      # (runner pid, channel)
-        self.running = {}    # runner pid → request id
-        self.waiting = []    # (request id, message, fds) with no runner yet
+        self.ready = set()   # pids of runners handed to the gateway, not yet given a request
+        self.running = set()  # pids of runners the gateway gave a request
+        self.waiting = 0     # requests the gateway has with no runner
         self.refilling = True
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -308,45 +325,35 @@ class Zygote:
 
     def runner_ready(self, fd):
         if fd not in self.starting:
-            return  # already taken while handling an earlier event of the same select
+            return  # already handled earlier in the same select
         pid, channel = self.starting.pop(fd)
         self.selector.unregister(channel)
         message = channel.recv(4096)
         if not message:
             channel.close()  # it died while setting up; reaping reports it
             return
-        self.ready.append((pid, channel))
-        # The gateway moves it into a cgroup of its own while it waits.
-        self.send({"op": "runner", "pid": pid})
-        self.dispatch()
-
-    def handle_request(self):
+        # From now on the gateway talks to the runner itself; it also moves
+        # the runner into a cgroup of its own while it waits.
         try:
-            message, fds, _, _ = socket.recv_fds(self.control, 65536, 8)
+            socket.send_fds(self.control, [json.dumps({"op": "runner", "pid": pid}).encode()], [channel.fileno()])
+        finally:
+            channel.close()
+        self.ready.add(pid)
+        self.waiting = max(0, self.waiting - 1)
+
+    def handle_message(self):
+        try:
+            message = self.control.recv(4096)
         except ConnectionResetError:
-            message, fds = b"", []
+            message = b""
         if not message:
             raise SystemExit(0)  # the gateway closed the channel: retire
-        self.waiting.append((json.loads(message)["id"], message, fds))
-        self.dispatch()
-
-    def dispatch(self):
-        """Hands waiting requests to ready runners, oldest first. A request
-        that finds none waits here, not in a loop of its own: the zygote
-        keeps taking events (new requests, runners getting ready) meanwhile."""
-        while self.waiting and self.ready:
-            request_id, message, fds = self.waiting.pop(0)
-            runner_pid, channel = self.ready.pop(0)
-            try:
-                socket.send_fds(channel, [message], fds)
-                self.running[runner_pid] = request_id
-                self.send({"op": "started", "id": request_id, "pid": runner_pid})
-            except Exception as exc:
-                self.send({"op": "failed", "id": request_id, "error": repr(exc)})
-            finally:
-                channel.close()
-                for fd in fds:
-                    os.close(fd)
+        message = json.loads(message)
+        if message["op"] == "took":
+            self.ready.discard(message["pid"])
+            self.running.add(message["pid"])
+        elif message["op"] == "wait":
+            self.waiting += 1
 
     def wants_runner(self):
         """Whether to fork one more runner now. Requests that wait get one
@@ -355,7 +362,7 @@ class Zygote:
         A fork copies the whole interpreter's page tables, so on a small
         machine it slows down whatever script runs beside it; a batch leaves
         most requests with none beside them, at the same CPU per request."""
-        coming = len(self.ready) + len(self.starting) - len(self.waiting)
+        coming = len(self.ready) + len(self.starting) - self.waiting
         if coming < 0:
             return True
         if coming >= READY_RUNNERS:
@@ -378,11 +385,9 @@ class Zygote:
             if pid == 0:
                 return
             code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            request_id = self.running.pop(pid, None)
-            if request_id is not None:
-                self.send({"op": "exit", "id": request_id, "code": code})
-            else:
-                self.ready = [r for r in self.ready if r[0] != pid]
+            self.running.discard(pid)
+            self.ready.discard(pid)
+            self.send({"op": "exit", "pid": pid, "code": code})
 
     def serve(self):
         os.set_blocking(self.wake_r, False)
@@ -400,7 +405,7 @@ class Zygote:
                 continue
             for key, _ in events:
                 if key.data == "control":
-                    self.handle_request()
+                    self.handle_message()
                 elif key.data == "runner":
                     self.runner_ready(key.fd)
                 elif key.data == "child":

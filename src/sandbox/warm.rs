@@ -6,7 +6,7 @@
 //! moves the runner into it before writing the script, kills the cgroup on
 //! timeout and reads its usage, exactly as for a cold run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -77,16 +77,8 @@ enum Reply {
     Ready {
         python: String,
     },
-    Started {
-        id: u64,
-        pid: i32,
-    },
-    Failed {
-        id: u64,
-        error: String,
-    },
     Exit {
-        id: u64,
+        pid: i32,
         code: i32,
     },
     /// A runner is forked and waiting: the gateway moves it into a group of
@@ -111,17 +103,22 @@ struct SpareSlot {
     spare: Option<Spare>,
 }
 
-#[derive(Default)]
-struct PendingRun {
-    started: Option<oneshot::Sender<Result<i32, String>>>,
-    exit: Option<oneshot::Sender<i32>>,
+/// A runner the zygote handed over: its pid in the zygote's namespace and
+/// the channel its request goes through. Dropping it (zygote retired) closes
+/// the channel, and the runner exits.
+struct ReadyRunner {
+    pid: i32,
+    channel: OwnedFd,
 }
 
 struct Zygote {
     generation: u64,
     control: AsyncFd<OwnedFd>,
-    pending: Mutex<HashMap<u64, PendingRun>>,
-    next_id: AtomicU64,
+    /// Runners handed over by the zygote that have no request yet, oldest first.
+    ready: Mutex<VecDeque<ReadyRunner>>,
+    runner_arrived: tokio::sync::Notify,
+    /// Where each runner's exit code goes, by its pid in the zygote's namespace.
+    exits: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
     alive: AtomicBool,
     runs: AtomicU64,
     started_at: Instant,
@@ -273,8 +270,9 @@ impl WarmPool {
         let zygote = Arc::new(Zygote {
             generation,
             control,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            ready: Mutex::new(VecDeque::new()),
+            runner_arrived: tokio::sync::Notify::new(),
+            exits: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             runs: AtomicU64::new(0),
             started_at: Instant::now(),
@@ -317,6 +315,34 @@ impl WarmPool {
         env: &[(String, String)],
     ) -> Result<(Result<RawRun, SandboxError>, Teardown), SandboxError> {
         let zygote = self.zygote_for(paths, env).await?;
+        let first = self.run_on(&zygote, job, limits).await;
+        // A zygote that died under a run took its runner with it, the script
+        // had no part in that, and a sandbox run has no effect outside: the
+        // run gets one more try, on a new zygote.
+        let lost = match &first {
+            Err(_) | Ok((Err(_), _)) => !zygote.alive.load(Ordering::Acquire),
+            Ok((Ok(_), _)) => false,
+        };
+        if !lost {
+            return first;
+        }
+        if let Ok((_, teardown)) = first {
+            teardown.finish().await;
+        }
+        tracing::warn!(
+            generation = zygote.generation,
+            "the warm zygote died under a run; running it again on a new one"
+        );
+        let zygote = self.zygote_for(paths, env).await?;
+        self.run_on(&zygote, job, limits).await
+    }
+
+    async fn run_on(
+        &self,
+        zygote: &Arc<Zygote>,
+        job: &Job,
+        limits: &Limits,
+    ) -> Result<(Result<RawRun, SandboxError>, Teardown), SandboxError> {
         self.runs.fetch_add(1, Ordering::Relaxed);
         zygote.runs.fetch_add(1, Ordering::Relaxed);
         let broken = |what: &str| {
@@ -329,19 +355,18 @@ impl WarmPool {
         let (stderr_read, stderr_write) = pipe().map_err(io_error)?;
         let (result_read, result_write) = pipe().map_err(io_error)?;
 
-        let id = zygote.next_id.fetch_add(1, Ordering::Relaxed);
-        let (started_tx, started_rx) = oneshot::channel();
+        let runner = zygote
+            .take_runner()
+            .await
+            .ok_or_else(|| broken("no runner became ready"))?;
+        let runner_pid = runner.pid;
         let (exit_tx, exit_rx) = oneshot::channel();
-        zygote.pending.lock().unwrap().insert(
-            id,
-            PendingRun {
-                started: Some(started_tx),
-                exit: Some(exit_tx),
-            },
-        );
+        zygote.exits.lock().unwrap().insert(runner_pid, exit_tx);
+        let took = json!({"op": "took", "pid": runner_pid}).to_string();
+        if zygote.send(took.as_bytes(), &[]).await.is_err() {
+            return Err(broken("the control channel is closed"));
+        }
         let request = json!({
-            "op": "run",
-            "id": id,
             "cpu_seconds": limits.cpu_seconds,
             "file_size_bytes": limits.file_size_bytes,
             "tmpfs_bytes": limits.tmpfs_bytes,
@@ -354,25 +379,19 @@ impl WarmPool {
             stderr_write.as_raw_fd(),
             result_write.as_raw_fd(),
         ];
-        if zygote.send(request.as_bytes(), &fds).await.is_err() {
-            zygote.pending.lock().unwrap().remove(&id);
-            return Err(broken("the control channel is closed"));
+        // Straight to the runner (it starts mounting its /proc and /tmp
+        // while its cgroup is set up); it then waits for the script on stdin.
+        if let Err(e) = send_with_fds(runner.channel.as_raw_fd(), request.as_bytes(), &fds) {
+            tracing::error!(error = %e, "a warm runner could not be given its request");
+            return Err(SandboxError::LaunchFailed(
+                "the warm runner could not be given its request".into(),
+            ));
         }
-        drop((stdin_read, stdout_write, stderr_write, result_write));
+        drop((runner, stdin_read, stdout_write, stderr_write, result_write));
         let stdout = tokio::spawn(read_capped(pipe_reader(stdout_read)?, limits.output_bytes));
         let stderr = tokio::spawn(read_capped(pipe_reader(stderr_read)?, limits.output_bytes));
         let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
 
-        let runner_pid = match tokio::time::timeout(Duration::from_secs(10), started_rx).await {
-            Ok(Ok(Ok(pid))) => pid,
-            Ok(Ok(Err(error))) => {
-                tracing::error!(error = %error, "warm zygote could not start a runner");
-                return Err(SandboxError::LaunchFailed(
-                    "the warm zygote could not start a runner".into(),
-                ));
-            }
-            _ => return Err(broken("no runner was started")),
-        };
         let placed = {
             let (zygote, cgroups, limits) = (zygote.clone(), self.cgroups.clone(), limits.clone());
             // Blocking: cgroupfs writes, and possibly waiting for the
@@ -458,9 +477,16 @@ impl WarmPool {
         let code = if timed_out {
             None
         } else {
-            // The zygote reports the exit code a moment after the exit.
-            let code = tokio::time::timeout(Duration::from_secs(5), exit_rx).await;
-            code.ok().and_then(Result::ok)
+            // The zygote reports the exit code a moment after the exit; it
+            // drops the sender when it is gone itself.
+            match tokio::time::timeout(Duration::from_secs(5), exit_rx).await {
+                Ok(Ok(code)) => Some(code),
+                Ok(Err(_)) if result.bytes.is_empty() => {
+                    let error = broken("it died during the run");
+                    return Ok((Err(error), Teardown::new(run_cgroup, Some(runner_exit))));
+                }
+                _ => None,
+            }
         };
         if code.is_none() && !timed_out && result.bytes.is_empty() {
             zygote.alive.store(false, Ordering::Release);
@@ -574,19 +600,36 @@ impl ProcessExit {
 }
 
 impl Zygote {
+    /// The oldest ready runner, waiting up to 10 s for one (the zygote is
+    /// told a request waits, so it makes one at once). `None` when the zygote
+    /// is gone or made none in time.
+    async fn take_runner(&self) -> Option<ReadyRunner> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut told = false;
+        loop {
+            let arrived = self.runner_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(runner) = self.ready.lock().unwrap().pop_front() {
+                return Some(runner);
+            }
+            if !self.alive.load(Ordering::Acquire) {
+                return None;
+            }
+            if !told {
+                let wait = json!({"op": "wait"}).to_string();
+                self.send(wait.as_bytes(), &[]).await.ok()?;
+                told = true;
+            }
+            tokio::time::timeout_at(deadline, arrived).await.ok()?;
+        }
+    }
+
     async fn send(&self, message: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
         loop {
             let mut guard = self.control.writable().await?;
-            let sent = guard.try_io(|inner| {
-                socket::sendmsg::<()>(
-                    inner.get_ref().as_raw_fd(),
-                    &[IoSlice::new(message)],
-                    &[ControlMessage::ScmRights(fds)],
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
-                .map_err(std::io::Error::from)
-            });
+            let sent =
+                guard.try_io(|inner| send_with_fds(inner.get_ref().as_raw_fd(), message, fds));
             match sent {
                 Ok(result) => return result.map(|_| ()),
                 Err(_would_block) => continue,
@@ -610,6 +653,46 @@ impl Zygote {
     }
 }
 
+/// One message on a SOCK_SEQPACKET socket, with fds, without blocking.
+fn send_with_fds(socket: RawFd, message: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    socket::sendmsg::<()>(
+        socket,
+        &[IoSlice::new(message)],
+        if fds.is_empty() { &[] } else { &rights },
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// One message on a SOCK_SEQPACKET socket and the fds that came with it
+/// (close-on-exec); `None` would block.
+fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(buffer)];
+    let message = socket::recvmsg::<()>(
+        socket,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fds = Vec::new();
+    for control in message.cmsgs().map_err(std::io::Error::from)? {
+        if let socket::ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: the kernel just installed these fds for this process.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((message.bytes, fds))
+}
+
 async fn read_replies(
     zygote: std::sync::Weak<Zygote>,
     cgroups: Arc<Cgroups>,
@@ -621,23 +704,22 @@ async fn read_replies(
         let Some(strong) = zygote.upgrade() else {
             return;
         };
-        let received = {
+        let (received, mut fds) = {
             let Ok(mut guard) = strong.control.readable().await else {
                 break;
             };
-            match guard.try_io(|inner| {
-                socket::recv(inner.get_ref().as_raw_fd(), &mut buffer, MsgFlags::empty())
-                    .map_err(std::io::Error::from)
-            }) {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => 0,
+            match guard.try_io(|inner| receive_with_fds(inner.get_ref().as_raw_fd(), &mut buffer)) {
+                Ok(Ok(received)) => received,
+                Ok(Err(_)) => (0, Vec::new()),
                 Err(_would_block) => continue,
             }
         };
         if received == 0 {
             strong.alive.store(false, Ordering::Release);
             // Dropping the senders tells every waiting run the zygote is gone.
-            strong.pending.lock().unwrap().clear();
+            strong.exits.lock().unwrap().clear();
+            strong.ready.lock().unwrap().clear();
+            strong.runner_arrived.notify_waiters();
             tracing::warn!(generation = strong.generation, "warm zygote exited");
             return;
         }
@@ -645,36 +727,36 @@ async fn read_replies(
             tracing::error!("unreadable message from the warm zygote");
             continue;
         };
-        let mut pending = strong.pending.lock().unwrap();
         match reply {
             Reply::Ready { python } => {
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(python);
                 }
             }
-            Reply::Started { id, pid } => {
-                if let Some(tx) = pending.get_mut(&id).and_then(|p| p.started.take()) {
-                    let _ = tx.send(Ok(pid));
-                }
-            }
-            Reply::Failed { id, error } => {
-                if let Some(run) = pending.remove(&id) {
-                    if let Some(tx) = run.started {
-                        let _ = tx.send(Err(error));
-                    }
-                }
-            }
-            Reply::Exit { id, code } => {
-                if let Some(tx) = pending.remove(&id).and_then(|p| p.exit) {
+            Reply::Exit { pid, code } => {
+                if let Some(tx) = strong.exits.lock().unwrap().remove(&pid) {
                     let _ = tx.send(code);
                 }
+                // A runner that died while waiting is no use to anyone.
+                strong.ready.lock().unwrap().retain(|r| r.pid != pid);
+                strong.spares.lock().unwrap().remove(&pid);
             }
             Reply::Runner { pid } => {
-                // Registered before any "started" for this runner can arrive
-                // (the channel is ordered); the move itself waits for an RCU
-                // grace period (milliseconds), so it runs off any request.
+                let Some(channel) = fds.pop() else {
+                    tracing::error!("the warm zygote handed over a runner without its channel");
+                    continue;
+                };
+                // Registered before any request can take this runner; the
+                // move itself waits for an RCU grace period (milliseconds),
+                // so it runs off any request.
                 let slot = Arc::new(Mutex::new(SpareSlot::default()));
                 strong.spares.lock().unwrap().insert(pid, slot.clone());
+                strong
+                    .ready
+                    .lock()
+                    .unwrap()
+                    .push_back(ReadyRunner { pid, channel });
+                strong.runner_arrived.notify_one();
                 let (zygote, cgroups) = (Arc::downgrade(&strong), cgroups.clone());
                 tokio::task::spawn_blocking(move || {
                     if let Some(zygote) = zygote.upgrade() {
