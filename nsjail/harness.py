@@ -167,6 +167,12 @@ def _report(frame):
         written = _write(RESULT_FD, view)
         view = view[written:]
     _close(RESULT_FD)
+    # What is left is teardown (the exit): it yields the CPU to any process
+    # that still has a request to answer.
+    try:
+        _sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        pass
 
 
 def _release_output():
@@ -178,12 +184,6 @@ def _release_output():
     _dup2(null_fd, 1)
     _dup2(null_fd, 2)
     _close(null_fd)
-    # What is left (the report, then the exit) is teardown: it yields the
-    # CPU to any process that still has a request to answer.
-    try:
-        _sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except OSError:
-        pass
 
 
 def _flush_output():

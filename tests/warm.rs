@@ -52,6 +52,17 @@ async fn random_generators_are_reseeded_in_every_request() {
 }
 
 #[tokio::test]
+async fn a_request_runs_with_normal_scheduling_whatever_its_runner_warmed_up_with() {
+    // Runners may warm up as SCHED_IDLE (when the gateway can put them back);
+    // a script must never be left there, where any busy CPU starves it.
+    let script = "import os\ndef main():\n    return [os.sched_getscheduler(0) == os.SCHED_OTHER, os.nice(0)]";
+    for _ in 0..3 {
+        let result = warm_server().run(script).await.assert_ok().clone();
+        assert_eq!(result, json!([true, 19]));
+    }
+}
+
+#[tokio::test]
 async fn what_one_request_changes_in_the_interpreter_is_gone_in_the_next() {
     let polluter = r#"
 import builtins, json, sys, pandas

@@ -187,6 +187,7 @@ impl JailPaths {
         env: &[(String, String)],
         preload: &[String],
         ready_runners: usize,
+        idle_warm_up: bool,
     ) -> Vec<OsString> {
         let zygote = self.harness.with_file_name("zygote.py");
         let mut argv = self.common_argv(self.zygote_seccomp_policy.as_ref(), env);
@@ -209,6 +210,9 @@ impl JailPaths {
         argv.push(self.python_bin.clone().into());
         argv.extend(["-I".into(), "-B".into(), JAIL_ZYGOTE_PATH.into()]);
         argv.push(format!("--ready={ready_runners}").into());
+        if idle_warm_up {
+            argv.push("--idle-warm-up".into());
+        }
         argv.extend(preload.iter().map(OsString::from));
         argv
     }
@@ -320,7 +324,7 @@ mod tests {
     #[test]
     fn the_zygote_has_no_time_limit_and_a_writable_proc_for_its_runners() {
         let argv: Vec<String> = paths()
-            .zygote_argv(&[], &["numpy".into(), "pandas".into()], 4)
+            .zygote_argv(&[], &["numpy".into(), "pandas".into()], 4, false)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();

@@ -37,6 +37,10 @@ pub struct WarmConfig {
     pub recycle_after: Duration,
     /// How many runners can be in flight on one zygote (sizes its pids limit).
     pub max_in_flight: usize,
+    /// Runners warm up as SCHED_IDLE, so that getting one ready never slows
+    /// down a script that is running. Needs CAP_SYS_NICE in the gateway, which
+    /// puts each runner back to normal scheduling when it takes a request.
+    pub idle_warm_up: bool,
 }
 
 impl Default for WarmConfig {
@@ -46,6 +50,7 @@ impl Default for WarmConfig {
             recycle_after_runs: 2000,
             recycle_after: Duration::from_secs(600),
             max_in_flight: 8,
+            idle_warm_up: has_cap_sys_nice(),
         }
     }
 }
@@ -229,8 +234,15 @@ impl WarmPool {
         )
         .map_err(|e| fail("socketpair", &e))?;
         let (log_read, log_write) = pipe().map_err(|e| fail("pipe", &e))?;
-        let ready_runners = self.config.max_in_flight.clamp(2, 8);
-        let argv = paths.zygote_argv(env, &self.config.preload, ready_runners);
+        // Twice the runs that can be in flight: a pool refilled in batches
+        // still has runners while a batch warms up.
+        let ready_runners = (2 * self.config.max_in_flight).clamp(4, 16);
+        let argv = paths.zygote_argv(
+            env,
+            &self.config.preload,
+            ready_runners,
+            self.config.idle_warm_up,
+        );
         let mut command = super::nsjail_command(
             paths,
             &argv,
@@ -379,8 +391,27 @@ impl WarmPool {
             stderr_write.as_raw_fd(),
             result_write.as_raw_fd(),
         ];
-        // Straight to the runner (it starts mounting its /proc and /tmp
-        // while its cgroup is set up); it then waits for the script on stdin.
+        let placed = {
+            let (zygote, cgroups, limits) = (zygote.clone(), self.cgroups.clone(), limits.clone());
+            // Blocking: cgroupfs writes, and possibly waiting for the
+            // runner's preparation to finish.
+            tokio::task::spawn_blocking(move || zygote.place_runner(runner_pid, &limits, &cgroups))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        };
+        let (run_cgroup, host_pid) =
+            placed.map_err(|e| broken(&format!("cannot place the runner in its cgroup: {e}")))?;
+        if self.config.idle_warm_up {
+            // It warmed up as SCHED_IDLE; its request runs as any other process of the jail.
+            let normal = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sched_setscheduler on a pid of this run, with a valid param.
+            if unsafe { libc::sched_setscheduler(host_pid, libc::SCHED_OTHER, &normal) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(broken(&format!("cannot reschedule the runner: {e}")));
+            }
+        }
+        // Straight to the runner, now in its own cgroup; it mounts its /proc
+        // and /tmp, then waits for the script on stdin.
         if let Err(e) = send_with_fds(runner.channel.as_raw_fd(), request.as_bytes(), &fds) {
             tracing::error!(error = %e, "a warm runner could not be given its request");
             return Err(SandboxError::LaunchFailed(
@@ -392,16 +423,6 @@ impl WarmPool {
         let stderr = tokio::spawn(read_capped(pipe_reader(stderr_read)?, limits.output_bytes));
         let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
 
-        let placed = {
-            let (zygote, cgroups, limits) = (zygote.clone(), self.cgroups.clone(), limits.clone());
-            // Blocking: cgroupfs writes, and possibly waiting for the
-            // runner's preparation to finish.
-            tokio::task::spawn_blocking(move || zygote.place_runner(runner_pid, &limits, &cgroups))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-        };
-        let (run_cgroup, host_pid) =
-            placed.map_err(|e| broken(&format!("cannot place the runner in its cgroup: {e}")))?;
         // The runner is pid 1 of its own pid namespace: its pidfd turns
         // readable only once it and everything it started are gone, and
         // killing it kills them all.
@@ -610,7 +631,7 @@ impl Zygote {
             let arrived = self.runner_arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(runner) = self.ready.lock().unwrap().pop_front() {
+            if let Some(runner) = self.pop_ready_runner() {
                 return Some(runner);
             }
             if !self.alive.load(Ordering::Acquire) {
@@ -623,6 +644,21 @@ impl Zygote {
             }
             tokio::time::timeout_at(deadline, arrived).await.ok()?;
         }
+    }
+
+    /// The oldest ready runner already moved into a group of its own, else
+    /// the oldest one: the move waits for an RCU grace period, and a request
+    /// should not wait for it.
+    fn pop_ready_runner(&self) -> Option<ReadyRunner> {
+        let mut ready = self.ready.lock().unwrap();
+        let spares = self.spares.lock().unwrap();
+        let prepared = ready.iter().position(|runner| {
+            spares
+                .get(&runner.pid)
+                .and_then(|slot| slot.try_lock().ok().map(|slot| slot.spare.is_some()))
+                .unwrap_or(false)
+        });
+        ready.remove(prepared.unwrap_or(0))
     }
 
     async fn send(&self, message: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
@@ -789,4 +825,18 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+const CAP_SYS_NICE: u32 = 23;
+
+/// Whether this process may change the scheduling of processes it does not
+/// own (CAP_SYS_NICE: bit 23 of the effective set). Containers often lack it.
+fn has_cap_sys_nice() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
 }
