@@ -197,6 +197,12 @@ def runner(channel):
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     empty_bounding_set()
     warm_up()
+    # What does not depend on the request is done before it comes: its own
+    # /proc (only its pid namespace), and random generators of its own (after
+    # the warm-up, which draws from them).
+    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        fail("mount /proc")
+    reseed_random_generators()
     channel.send(b"ready")
     message, fds, _, _ = socket.recv_fds(channel, 4096, 4)
     if not message or len(fds) != 4:
@@ -204,8 +210,6 @@ def runner(channel):
     request = json.loads(message)
     channel.close()
 
-    if libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
-        fail("mount /proc")
     tmpfs = ("size=%d,nr_inodes=%d,mode=1777" % (int(request["tmpfs_bytes"]), int(request["tmpfs_inodes"]))).encode()
     if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, tmpfs) != 0:
         fail("mount /tmp")
@@ -227,7 +231,6 @@ def runner(channel):
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     lock_down()
     os.chdir("/tmp")
-    reseed_random_generators()
     harness.run(payload)
     os._exit(0)
 
