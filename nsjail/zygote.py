@@ -51,8 +51,11 @@ CONTROL_FD = 3
 READY_RUNNERS = 2
 # How long nothing must run before the ready pool is topped up between batches.
 IDLE_TOP_UP_SECONDS = 0.05
-# argv --idle-warm-up: runners warm up as SCHED_IDLE; the gateway, which has
-# CAP_SYS_NICE then, puts each back to normal when it takes a request.
+# argv --idle-warm-up: while no request waits for a runner, the zygote runs as
+# SCHED_IDLE, and so do the runners it makes (they inherit it): getting the
+# next runner ready never takes a CPU from a script that runs now. The gateway,
+# which has CAP_SYS_NICE then, puts a runner back to normal when it gives it a
+# request, and the zygote before it says a request waits ("wait").
 IDLE_WARM_UP = False
 
 CLONE_NEWNS = 0x00020000
@@ -193,8 +196,6 @@ def warm_up():
 
 def runner(channel):
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if IDLE_WARM_UP:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     empty_bounding_set()
     warm_up()
     # What does not depend on the request is done before it comes: its own
@@ -294,6 +295,7 @@ class Zygote:
         self.running = set()  # pids of runners the gateway gave a request
         self.waiting = 0     # requests the gateway has with no runner
         self.refilling = True
+        self.idle = False    # whether this process runs as SCHED_IDLE now
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -362,6 +364,7 @@ class Zygote:
             self.running.add(message["pid"])
         elif message["op"] == "wait":
             self.waiting += 1
+            self.idle = False  # the gateway has put this process back to normal
 
     def wants_runner(self):
         """Whether to fork one more runner now. Requests that wait get one
@@ -401,6 +404,9 @@ class Zygote:
         os.set_blocking(self.wake_r, False)
         self.send({"op": "ready", "python": platform.python_version()})
         while True:
+            if IDLE_WARM_UP and not self.idle and not self.waiting:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+                self.idle = True
             if self.wants_runner():
                 timeout = 0
             elif len(self.ready) + len(self.starting) < READY_RUNNERS and not self.running:

@@ -1,6 +1,7 @@
 //! Everything that touches nsjail and the jailed interpreter. No HTTP here:
 //! the gateway and the `pyexec run` command both call [`Sandbox::execute`].
 
+mod background;
 mod capture;
 pub mod cgroup;
 mod frame;
@@ -218,6 +219,9 @@ pub struct Sandbox {
     warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
     slots: Arc<Semaphore>,
+    /// Finished runs still being torn down (a runner's address space freed,
+    /// its cgroup removed): as many as there are slots.
+    teardowns: Arc<Semaphore>,
     waiting: AtomicUsize,
     /// Jails started for requests (not the self-test): lets tests and
     /// `/health` see that a cache hit started none.
@@ -307,6 +311,7 @@ impl Sandbox {
             warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            teardowns: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             waiting: AtomicUsize::new(0),
             runs_started: AtomicU64::new(0),
             config,
@@ -427,11 +432,15 @@ impl Sandbox {
         let finished = self.run_once(job, policy).instrument(run.span()).await;
         let report = finished.map(|(report, teardown)| {
             // The answer does not wait for the teardown (a runner's address
-            // space takes milliseconds to free), but the slot does: the next
-            // run starts only once this one is gone.
+            // space takes milliseconds to free). The slot is handed on once
+            // the run has a teardown place: at most as many runs die at once
+            // as can run, so runs alive or dying never exceed twice the slots.
+            let teardowns = self.teardowns.clone();
             tokio::spawn(async move {
-                teardown.finish().await;
+                let dying = teardowns.acquire_owned().await;
                 drop(permit);
+                teardown.finish().await;
+                drop(dying);
             });
             report
         });
@@ -444,7 +453,8 @@ impl Sandbox {
     /// they look for leftovers.
     pub async fn wait_until_idle(&self) {
         let all = u32::try_from(self.config.max_concurrent.max(1)).unwrap_or(u32::MAX);
-        let _ = self.slots.acquire_many(all).await;
+        let _running = self.slots.acquire_many(all).await;
+        let _dying = self.teardowns.acquire_many(all).await;
     }
 
     /// The cgroups of runs that still exist, as `controller/instance/run-N`
@@ -683,7 +693,7 @@ impl Teardown {
             let _ = tokio::time::timeout(Duration::from_secs(5), exit.wait()).await;
         }
         let cgroup = self.cgroup;
-        let _ = tokio::task::spawn_blocking(move || cgroup.destroy()).await;
+        let _ = background::run(move || cgroup.destroy()).await;
     }
 }
 

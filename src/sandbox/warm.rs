@@ -128,6 +128,10 @@ struct Zygote {
     runs: AtomicU64,
     started_at: Instant,
     nsjail_pid: Option<u32>,
+    /// The zygote's own host pid (pid 1 of the jail), found once.
+    host_pid: std::sync::OnceLock<Option<i32>>,
+    /// Whether the zygote makes runners at idle priority (see `hurry`).
+    idle_refills: bool,
     cgroup: Mutex<Option<RunCgroup>>,
     /// Waiting runners by their pid in the zygote's namespace.
     spares: Mutex<HashMap<i32, Arc<Mutex<SpareSlot>>>>,
@@ -289,6 +293,8 @@ impl WarmPool {
             runs: AtomicU64::new(0),
             started_at: Instant::now(),
             nsjail_pid: child.id(),
+            host_pid: std::sync::OnceLock::new(),
+            idle_refills: self.config.idle_warm_up,
             cgroup: Mutex::new(Some(cgroup)),
             spares: Mutex::new(HashMap::new()),
             _nsjail: Mutex::new(Some(child)),
@@ -638,11 +644,29 @@ impl Zygote {
                 return None;
             }
             if !told {
+                self.hurry();
                 let wait = json!({"op": "wait"}).to_string();
                 self.send(wait.as_bytes(), &[]).await.ok()?;
                 told = true;
             }
             tokio::time::timeout_at(deadline, arrived).await.ok()?;
+        }
+    }
+
+    /// A request waits for a runner: the zygote, which makes runners at idle
+    /// priority while none is waited for, now makes them at the jail's normal
+    /// priority (it goes back to idle on its own once none is waited for).
+    fn hurry(&self) {
+        if !self.idle_refills {
+            return;
+        }
+        let Some(pid) = *self.host_pid.get_or_init(|| self.host_pid_of(1)) else {
+            return;
+        };
+        let normal = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the zygote's pid with a valid param.
+        if unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &normal) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot hurry the warm zygote");
         }
     }
 
@@ -794,11 +818,11 @@ async fn read_replies(
                     .push_back(ReadyRunner { pid, channel });
                 strong.runner_arrived.notify_one();
                 let (zygote, cgroups) = (Arc::downgrade(&strong), cgroups.clone());
-                tokio::task::spawn_blocking(move || {
+                drop(super::background::run(move || {
                     if let Some(zygote) = zygote.upgrade() {
                         zygote.prepare_spare(pid, &slot, &cgroups);
                     }
-                });
+                }));
             }
         }
     }

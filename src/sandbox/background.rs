@@ -1,0 +1,78 @@
+//! Cgroup work that no request waits for: removing a finished run's groups,
+//! moving a waiting runner into a group of its own. Both mostly wait for the
+//! kernel (cgroup locks, RCU grace periods), and what CPU they need should not
+//! come before a running script's: they run on a few threads of their own at
+//! the jail's nice level (19) instead of tokio's blocking pool at 0, which
+//! also serves the work a request does wait for (placing its runner).
+
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::oneshot;
+
+type Work = Box<dyn FnOnce() + Send>;
+
+/// Enough threads that a slow removal (an RCU grace period is milliseconds)
+/// does not hold up the next runner's preparation.
+const THREADS: usize = 4;
+const NICE: libc::c_int = 19;
+
+/// Runs `work` on a background thread; the receiver gets its result.
+pub fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> oneshot::Receiver<T> {
+    let (done, result) = oneshot::channel();
+    let queued: Work = Box::new(move || {
+        let _ = done.send(work());
+    });
+    if let Err(mpsc::SendError(work)) = queue().lock().unwrap().send(queued) {
+        // The threads are gone (they never exit, so this is a panic's
+        // aftermath): the work still has to be done.
+        work();
+    }
+    result
+}
+
+fn queue() -> &'static Mutex<mpsc::Sender<Work>> {
+    static QUEUE: OnceLock<Mutex<mpsc::Sender<Work>>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel::<Work>();
+        let receiver = std::sync::Arc::new(Mutex::new(receiver));
+        for i in 0..THREADS {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("pyexec-cgroup-{i}"))
+                .spawn(move || {
+                    // SAFETY: setpriority on the calling thread (who = 0).
+                    unsafe {
+                        libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+                    }
+                    loop {
+                        let next = receiver.lock().unwrap().recv();
+                        match next {
+                            Ok(work) => work(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("a background thread starts");
+        }
+        Mutex::new(sender)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_off_the_caller_at_a_lower_priority() {
+        let (thread, nice) = run(|| {
+            // SAFETY: getpriority on the calling thread.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            (std::thread::current().name().map(str::to_string), nice)
+        })
+        .await
+        .unwrap();
+        assert!(thread.unwrap().starts_with("pyexec-cgroup-"));
+        assert_eq!(nice, NICE);
+    }
+}
