@@ -60,6 +60,15 @@ async fn a_request_runs_with_normal_scheduling_whatever_its_runner_warmed_up_wit
         let result = warm_server().run(script).await.assert_ok().clone();
         assert_eq!(result, json!([true, 19]));
     }
+    // And where the gateway cannot move runners back (a container without
+    // CAP_SYS_NICE on the host), runners never go idle in the first place.
+    let mut config = warm_config();
+    config.sandbox.warm.idle_warm_up = false;
+    let server = TestServer::start(config, true);
+    for _ in 0..3 {
+        let result = server.run(script).await.assert_ok().clone();
+        assert_eq!(result, json!([true, 19]));
+    }
 }
 
 #[tokio::test]

@@ -37,9 +37,10 @@ pub struct WarmConfig {
     pub recycle_after: Duration,
     /// How many runners can be in flight on one zygote (sizes its pids limit).
     pub max_in_flight: usize,
-    /// Runners warm up as SCHED_IDLE, so that getting one ready never slows
-    /// down a script that is running. Needs CAP_SYS_NICE in the gateway, which
-    /// puts each runner back to normal scheduling when it takes a request.
+    /// The zygote and its runners get ready as SCHED_IDLE, so that getting a
+    /// runner ready never slows down a script that is running. Needs
+    /// CAP_SYS_NICE in the gateway, which puts each runner (and the zygote,
+    /// when a request waits for one) back to normal scheduling.
     pub idle_warm_up: bool,
 }
 
@@ -50,7 +51,7 @@ impl Default for WarmConfig {
             recycle_after_runs: 2000,
             recycle_after: Duration::from_secs(600),
             max_in_flight: 8,
-            idle_warm_up: has_cap_sys_nice(),
+            idle_warm_up: can_reschedule_others(),
         }
     }
 }
@@ -851,16 +852,30 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
-const CAP_SYS_NICE: u32 = 23;
-
-/// Whether this process may change the scheduling of processes it does not
-/// own (CAP_SYS_NICE: bit 23 of the effective set). Containers often lack it.
-fn has_cap_sys_nice() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
+/// Whether this process may put another user's SCHED_IDLE process back to
+/// normal scheduling: CAP_SYS_NICE in the host's user namespace (a container's
+/// own user namespace does not count, whatever its capability sets say). Tried
+/// on a thread of its own, whose move back from SCHED_IDLE needs the same
+/// capability unless RLIMIT_NICE allows nice 0 (then nothing can be told).
+fn can_reschedule_others() -> bool {
+    let mut nice_limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut nice_limit) } != 0
+        || nice_limit.rlim_cur >= 20
+    {
+        return false;
+    }
+    std::thread::spawn(|| {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler on the calling thread (pid 0), valid param.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0
+                && libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) == 0
+        }
+    })
+    .join()
+    .unwrap_or(false)
 }
