@@ -6,9 +6,9 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{server_config, Response, TestServer};
+use common::{server_config, TestServer};
 use pyexec::sandbox::SandboxMode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn warm_config() -> pyexec::config::ServerConfig {
     let mut config = server_config();
@@ -21,22 +21,9 @@ fn warm_server() -> &'static TestServer {
     SERVER.get_or_init(|| TestServer::start(warm_config(), true))
 }
 
-async fn health(server: &TestServer) -> Value {
-    Response::read(
-        server
-            .client
-            .get(server.url("/health"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .body
-}
-
 #[tokio::test]
 async fn the_warm_self_test_passes_and_a_zygote_is_running() {
-    let health = health(warm_server()).await;
+    let health = warm_server().health().await;
     assert_eq!(health["sandbox"]["warm_self_test"]["state"], "passed");
     assert_eq!(health["sandbox"]["warm_pool"]["zygotes"], 1);
 }
@@ -126,7 +113,7 @@ def main():
 #[tokio::test]
 async fn a_killed_zygote_costs_no_later_request() {
     let server = TestServer::start(warm_config(), true);
-    let before = health(&server).await;
+    let before = server.health().await;
     let pid = before["sandbox"]["warm_pool"]["zygote_pids"][0]
         .as_i64()
         .unwrap();
@@ -141,7 +128,7 @@ async fn a_killed_zygote_costs_no_later_request() {
     let mut answers = Vec::new();
     for _ in 0..40 {
         answers.push(server.run("def main():\n    return 'served'").await);
-        let started = health(&server).await["sandbox"]["warm_pool"]["zygotes_started"].as_u64();
+        let started = server.health().await["sandbox"]["warm_pool"]["zygotes_started"].as_u64();
         if answers.len() >= 3 && started >= Some(2) {
             break;
         }
@@ -151,7 +138,7 @@ async fn a_killed_zygote_costs_no_later_request() {
         assert_eq!(r.assert_ok(), "served");
     }
     assert!(answers[0].status == 200 || answers[0].status == 503);
-    let after = health(&server).await;
+    let after = server.health().await;
     let pool = &after["sandbox"]["warm_pool"];
     assert!(pool["zygotes_started"].as_u64().unwrap() >= 2, "{pool}");
     assert_ne!(pool["zygote_pids"][0].as_i64().unwrap(), pid);
@@ -168,7 +155,7 @@ async fn zygotes_are_recycled_after_their_run_budget() {
             .await;
         assert_eq!(r.assert_ok(), &json!(i));
     }
-    let pool = health(&server).await["sandbox"]["warm_pool"].clone();
+    let pool = server.health().await["sandbox"]["warm_pool"].clone();
     assert!(pool["zygotes_started"].as_u64().unwrap() >= 3, "{pool}");
     assert_eq!(pool["zygote_failures"], 0, "{pool}");
 }

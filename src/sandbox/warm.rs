@@ -428,7 +428,7 @@ impl WarmPool {
         drop((runner, stdin_read, stdout_write, stderr_write, result_write));
         let stdout = tokio::spawn(read_capped(pipe_reader(stdout_read)?, limits.output_bytes));
         let stderr = tokio::spawn(read_capped(pipe_reader(stderr_read)?, limits.output_bytes));
-        let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
+        let mut result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
 
         // The runner is pid 1 of its own pid namespace: its pidfd turns
         // readable only once it and everything it started are gone, and
@@ -459,7 +459,6 @@ impl WarmPool {
         // The harness lets go of stdout and stderr and closes the result pipe
         // right after its report, so a run that reported is over here, before
         // the runner has finished exiting.
-        let mut result = result;
         let reported = match tokio::time::timeout_at(deadline, &mut result).await {
             Ok(captured) => Some(joined(captured)),
             Err(_) => None,
@@ -729,7 +728,7 @@ fn send_with_fds(socket: RawFd, message: &[u8], fds: &[RawFd]) -> std::io::Resul
 }
 
 /// One message on a SOCK_SEQPACKET socket and the fds that came with it
-/// (close-on-exec); `None` would block.
+/// (close-on-exec); a `WouldBlock` error when none is waiting.
 fn receive_with_fds(socket: RawFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let mut iov = [std::io::IoSliceMut::new(buffer)];
@@ -858,6 +857,12 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
 /// on a thread of its own, whose move back from SCHED_IDLE needs the same
 /// capability unless RLIMIT_NICE allows nice 0 (then nothing can be told).
 fn can_reschedule_others() -> bool {
+    // Tried once per process: the answer does not change while it runs.
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(try_rescheduling)
+}
+
+fn try_rescheduling() -> bool {
     let mut nice_limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
