@@ -185,3 +185,36 @@ def main():
         &json!({"tcp": "PermissionError", "udp": "PermissionError", "unix": "PermissionError", "socketpair": "ping"})
     );
 }
+
+#[tokio::test]
+async fn runners_made_for_waiting_requests_are_as_fresh_as_any() {
+    // Under a burst the pool runs dry; a runner made for a request that
+    // already waits skips the warm-up, and must still be reseeded and
+    // answer exactly what a warmed-up one does.
+    let server = &TestServer::start(warm_config(), true);
+    let mut draws = std::collections::HashSet::new();
+    for burst in 0..5 {
+        let requests = (0..32).map(|i| {
+            // Distinct texts: identical scripts would be answered from the cache.
+            let script = format!(
+                "# burst {burst}, request {i}\nimport pandas as pd, numpy as np\ndef main():\n    \
+                 frame = pd.DataFrame({{'values': np.arange(1, 11)}})\n    \
+                 return [float(frame['values'].mean()), int(np.random.randint(0, 2**62))]"
+            );
+            async move { server.run(&script).await }
+        });
+        for response in futures_util::future::join_all(requests).await {
+            let result = response.assert_ok();
+            assert_eq!(result[0], json!(5.5));
+            assert!(
+                draws.insert(result[1].as_u64().unwrap()),
+                "a draw repeated: {result}"
+            );
+        }
+        let pool = server.health().await["sandbox"]["warm_pool"].clone();
+        if pool["runs_that_waited_for_a_runner"].as_u64().unwrap() > 0 {
+            return;
+        }
+    }
+    panic!("five bursts of 32 never found the pool empty");
+}

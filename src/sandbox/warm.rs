@@ -65,6 +65,9 @@ pub struct WarmPoolStatus {
     pub zygotes_started: u64,
     pub zygote_failures: u64,
     pub runs: u64,
+    /// Runs that found no ready runner and waited for one to be made: the
+    /// pool is refilled more slowly than requests come (a saturated machine).
+    pub runs_that_waited_for_a_runner: u64,
 }
 
 /// Zygotes by sandbox configuration (the tenant-specific nsjail config).
@@ -75,6 +78,7 @@ pub struct WarmPool {
     generation: AtomicU64,
     failures: AtomicU64,
     runs: AtomicU64,
+    runs_that_waited: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +171,7 @@ impl WarmPool {
             generation: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             runs: AtomicU64::new(0),
+            runs_that_waited: AtomicU64::new(0),
         }
     }
 
@@ -182,6 +187,7 @@ impl WarmPool {
             zygotes_started: self.generation.load(Ordering::Relaxed),
             zygote_failures: self.failures.load(Ordering::Relaxed),
             runs: self.runs.load(Ordering::Relaxed),
+            runs_that_waited_for_a_runner: self.runs_that_waited.load(Ordering::Relaxed),
         }
     }
 
@@ -375,7 +381,7 @@ impl WarmPool {
         let (result_read, result_write) = pipe().map_err(io_error)?;
 
         let runner = zygote
-            .take_runner()
+            .take_runner(&self.runs_that_waited)
             .await
             .ok_or_else(|| broken("no runner became ready"))?;
         let runner_pid = runner.pid;
@@ -630,7 +636,7 @@ impl Zygote {
     /// The oldest ready runner, waiting up to 10 s for one (the zygote is
     /// told a request waits, so it makes one at once). `None` when the zygote
     /// is gone or made none in time.
-    async fn take_runner(&self) -> Option<ReadyRunner> {
+    async fn take_runner(&self, runs_that_waited: &AtomicU64) -> Option<ReadyRunner> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut told = false;
         loop {
@@ -644,6 +650,7 @@ impl Zygote {
                 return None;
             }
             if !told {
+                runs_that_waited.fetch_add(1, Ordering::Relaxed);
                 self.hurry();
                 let wait = json!({"op": "wait"}).to_string();
                 self.send(wait.as_bytes(), &[]).await.ok()?;

@@ -161,7 +161,7 @@ impl Metrics {
             ),
             warm_pool: gauge_vec(
                 "warm_pool",
-                "The warm pool, sampled at scrape time: live zygotes, zygotes started and zygote failures since start, runs served.",
+                "The warm pool, sampled at scrape time: live zygotes, zygotes started and zygote failures since start, runs served, runs that waited for a runner to be made.",
                 &["state"],
             ),
             redis: gauge_vec(
@@ -272,6 +272,10 @@ impl Metrics {
             ("zygotes_started", pool.zygotes_started),
             ("zygote_failures", pool.zygote_failures),
             ("runs", pool.runs),
+            (
+                "runs_that_waited_for_a_runner",
+                pool.runs_that_waited_for_a_runner,
+            ),
         ] {
             self.warm_pool.with_label_values(&[state]).set(n as i64);
         }
@@ -296,6 +300,7 @@ mod tests {
             zygotes_started: 3,
             zygote_failures: 1,
             runs: 10,
+            runs_that_waited_for_a_runner: 4,
         });
         let text = m.render();
         for needle in [
