@@ -187,9 +187,9 @@ def warm_up():
     them off the request's critical path, as long as this stays about as
     small as the scripts it stands for; anything heavier is CPU every
     request pays for nothing. It is not free: the script then runs the same
-    code again (~0.8 ms of CPU per request here), so a runner made for a
-    request that already waits skips it. Nothing of a request exists yet,
-    and the random generators are reseeded after this.
+    code again (~0.8 ms of CPU per request here), so runners made when
+    requests wait skip it (see Zygote.spawn_runner). Nothing of a request
+    exists yet, and the random generators are reseeded after this.
     """
     import ast
     code = compile(ast.parse("def main(n=1):\n    return {'n': n}\n"), "<warm-up>", "exec")
@@ -333,9 +333,12 @@ class Zygote:
         self.control.send(json.dumps(message).encode())
 
     def spawn_runner(self):
-        # A request waits for this runner: it gets it sooner, and the machine
-        # is busy enough that CPU, not the script's own faults, is the limit.
-        warm = not self.waiting
+        # Skip the warm-up for a runner that a waiting request needs now (no
+        # runner ready or starting is left for it), and for every runner
+        # while several requests wait: the machine is saturated, and CPU,
+        # not the script's own faults, is the limit. Runners that refill the
+        # pool for later requests warm up: that keeps the median low.
+        warm = self.waiting <= 1 and len(self.ready) + len(self.starting) >= self.waiting
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
