@@ -283,7 +283,7 @@ fn measure_floor(samples: usize) -> Floor {
             "--env",
             "OMP_NUM_THREADS=1",
         ]);
-    for name in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] {
+    for name in pyexec::sandbox::limits::PASSTHROUGH_ENV {
         if let Ok(value) = std::env::var(name) {
             command.arg("--env").arg(format!("{name}={value}"));
         }

@@ -191,14 +191,8 @@ def warm_up():
     requests wait skip it (see Zygote.spawn_runner). Nothing of a request
     exists yet, and the random generators are reseeded after this.
     """
-    import ast
-    code = compile(ast.parse("def main(n=1):\n    return {'n': n}\n"), "<warm-up>", "exec")
-    namespace = {}
-    exec(code, namespace)
-    json.dumps(namespace["main"](), allow_nan=False)
-    harness = sys.modules.get("harness")
-    if harness is not None:
-        harness.rehearse()
+    import harness
+    harness.rehearse()  # compiles, runs and encodes a small main() as a request would
     numpy = sys.modules.get("numpy")
     pandas = sys.modules.get("pandas")
     if numpy is not None:
@@ -338,7 +332,7 @@ class Zygote:
         # while several requests wait: the machine is saturated, and CPU,
         # not the script's own faults, is the limit. Runners that refill the
         # pool for later requests warm up: that keeps the median low.
-        warm = self.waiting <= 1 and len(self.ready) + len(self.starting) >= self.waiting
+        warm = self.waiting <= 1 and self.runners_coming() >= self.waiting
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sys.stdout.flush()
         sys.stderr.flush()
@@ -397,6 +391,10 @@ class Zygote:
             self.waiting += 1
             self.idle = False  # the gateway has put this process back to normal
 
+    def runners_coming(self):
+        """Runners handed over without a request yet, or still getting ready."""
+        return len(self.ready) + len(self.starting)
+
     def wants_runner(self):
         """Whether to fork one more runner now. Requests that wait get one
         at once. The ready pool is refilled in batches: once it is down to
@@ -404,7 +402,7 @@ class Zygote:
         A fork copies the whole interpreter's page tables, so on a small
         machine it slows down whatever script runs beside it; a batch leaves
         most requests with none beside them, at the same CPU per request."""
-        coming = len(self.ready) + len(self.starting) - self.waiting
+        coming = self.runners_coming() - self.waiting
         if coming < 0:
             return True
         if coming >= READY_RUNNERS:
@@ -440,7 +438,7 @@ class Zygote:
                 self.idle = True
             if self.wants_runner():
                 timeout = 0
-            elif len(self.ready) + len(self.starting) < READY_RUNNERS and not self.running:
+            elif self.runners_coming() < READY_RUNNERS and not self.running:
                 timeout = IDLE_TOP_UP_SECONDS
             else:
                 timeout = None

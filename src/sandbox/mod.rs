@@ -643,12 +643,9 @@ impl Sandbox {
             code: status.code(),
             signal: {
                 use std::os::unix::process::ExitStatusExt;
-                status.signal().or_else(|| {
-                    status
-                        .code()
-                        .filter(|c| *c > 128 && *c < 160)
-                        .map(|c| c - 128)
-                })
+                status
+                    .signal()
+                    .or_else(|| status.code().and_then(signal_from_exit_code))
             },
             timed_out,
             duration,
@@ -695,6 +692,12 @@ impl Teardown {
         let cgroup = self.cgroup;
         let _ = background::run(move || cgroup.destroy()).await;
     }
+}
+
+/// The signal behind an exit code of 128 + n, the way nsjail and the warm
+/// zygote report a process that a signal ended.
+fn signal_from_exit_code(code: i32) -> Option<i32> {
+    (129..160).contains(&code).then(|| code - 128)
 }
 
 /// Names how a run ended from what it left: its result frame first, then the

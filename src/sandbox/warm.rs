@@ -414,12 +414,9 @@ impl WarmPool {
         };
         let (run_cgroup, host_pid) =
             placed.map_err(|e| broken(&format!("cannot place the runner in its cgroup: {e}")))?;
-        if self.config.idle_warm_up {
+        if zygote.idle_refills {
             // It warmed up as SCHED_IDLE; its request runs as any other process of the jail.
-            let normal = libc::sched_param { sched_priority: 0 };
-            // SAFETY: sched_setscheduler on a pid of this run, with a valid param.
-            if unsafe { libc::sched_setscheduler(host_pid, libc::SCHED_OTHER, &normal) } != 0 {
-                let e = std::io::Error::last_os_error();
+            if let Err(e) = schedule_normally(host_pid) {
                 return Err(broken(&format!("cannot reschedule the runner: {e}")));
             }
         }
@@ -529,7 +526,7 @@ impl WarmPool {
             stderr,
             result,
             code,
-            signal: code.filter(|c| *c > 128 && *c < 160).map(|c| c - 128),
+            signal: code.and_then(super::signal_from_exit_code),
             timed_out,
             duration,
         };
@@ -670,10 +667,8 @@ impl Zygote {
         let Some(pid) = *self.host_pid.get_or_init(|| self.host_pid_of(1)) else {
             return;
         };
-        let normal = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sched_setscheduler on the zygote's pid with a valid param.
-        if unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &normal) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot hurry the warm zygote");
+        if let Err(e) = schedule_normally(pid) {
+            tracing::warn!(error = %e, "cannot hurry the warm zygote");
         }
     }
 
@@ -854,6 +849,16 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
         if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
             return Err(std::io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Puts a process that runs as SCHED_IDLE back to normal scheduling.
+fn schedule_normally(pid: i32) -> std::io::Result<()> {
+    let normal = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on a host pid with a valid param.
+    if unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &normal) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
