@@ -258,7 +258,6 @@ def reseed_random_generators():
 
 # ---- making G ---------------------------------------------------------------------
 
-SYS_CLONE_NR = 56
 # ctypes.pythonapi keeps the GIL held across the call, as os.fork does.
 _python = ctypes.pythonapi
 _python.syscall.restype = ctypes.c_long
@@ -273,7 +272,7 @@ def clone_into_namespaces():
     glibc asks the kernel, not its cache, for the thread id it signals."""
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | signal.SIGCHLD
     _python.PyOS_BeforeFork()
-    pid = _python.syscall(SYS_CLONE_NR, flags, 0, 0, 0, 0)
+    pid = _python.syscall(SYS_CLONE, flags, 0, 0, 0, 0)
     if pid == 0:
         _python.PyOS_AfterFork_Child()
         return 0
