@@ -343,6 +343,9 @@ fn anonymous_huge_pages() -> String {
         .iter()
         .map(|(kib, setting)| format!("{kib} KiB {setting}"))
         .collect();
+    if sizes.is_empty() {
+        return format!("{mode} (no folio size enabled)");
+    }
     format!("{mode} (folio sizes: {})", sizes.join(", "))
 }
 
