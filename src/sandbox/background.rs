@@ -6,7 +6,7 @@
 //! also serves the work a request does wait for (placing its runner).
 
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
@@ -23,7 +23,7 @@ pub fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ones
     let queued: Work = Box::new(move || {
         let _ = done.send(work());
     });
-    if let Err(mpsc::SendError(work)) = queue().lock().unwrap().send(queued) {
+    if let Err(mpsc::SendError(work)) = queue().send(queued) {
         // The threads are gone (they never exit, so this is a panic's
         // aftermath): the work still has to be done.
         work();
@@ -31,11 +31,11 @@ pub fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ones
     result
 }
 
-fn queue() -> &'static Mutex<mpsc::Sender<Work>> {
-    static QUEUE: OnceLock<Mutex<mpsc::Sender<Work>>> = OnceLock::new();
+fn queue() -> &'static mpsc::Sender<Work> {
+    static QUEUE: OnceLock<mpsc::Sender<Work>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Work>();
-        let receiver = std::sync::Arc::new(Mutex::new(receiver));
+        let receiver = Arc::new(Mutex::new(receiver));
         for i in 0..THREADS {
             let receiver = receiver.clone();
             std::thread::Builder::new()
@@ -55,7 +55,7 @@ fn queue() -> &'static Mutex<mpsc::Sender<Work>> {
                 })
                 .expect("a background thread starts");
         }
-        Mutex::new(sender)
+        sender
     })
 }
 
