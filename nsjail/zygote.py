@@ -99,6 +99,7 @@ FORBIDDEN_AFTER_SETUP = {
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
 }
 SYS_CLONE = 56
+X32_SYSCALL_BIT = 0x40000000
 SYS_CLONE3 = 435
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
@@ -115,13 +116,16 @@ def seccomp_program():
     ld_w_abs, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
     deny = SECCOMP_RET_ERRNO | EPERM
     numbers = sorted(FORBIDDEN_AFTER_SETUP.values())
-    # Layout: arch check, load nr, one jeq per forbidden call, clone3, clone
-    # (with its flags), allow; then the shared return instructions.
+    # Layout: arch check, load nr, the x32 bit, one jeq per forbidden call,
+    # clone3, clone (with its flags), allow; then the shared returns.
     insns = [_bpf(ld_w_abs, 0, 0, 4)]
     insns.append(_bpf(jeq, 1, 0, AUDIT_ARCH_X86_64))
     insns.append(_bpf(ret, 0, 0, SECCOMP_RET_KILL_PROCESS))
     insns.append(_bpf(ld_w_abs, 0, 0, 0))
-    tail = len(numbers) + 6  # instructions between here and the deny return
+    # x32 (and any number with bit 30 set): the same calls again under other
+    # numbers, passing the same AUDIT_ARCH_X86_64 check, so none is let by.
+    tail = len(numbers) + 6  # instructions between the x32 test and the deny return
+    insns.append(_bpf(jset, tail, 0, X32_SYSCALL_BIT))
     for i, nr in enumerate(numbers):
         insns.append(_bpf(jeq, tail - i - 1, 0, nr))
     insns.append(_bpf(jeq, 4, 0, SYS_CLONE3))          # → ENOSYS: libc falls back to clone
@@ -338,8 +342,14 @@ class Zygote:
         pid = clone_into_namespaces()
         if pid == 0:
             try:
+                # A session and process group of its own before anything
+                # else: every runner starts in the zygote's group, and a
+                # script's kill(0, ...) or setpriority(PRIO_PGRP, 0, ...)
+                # would reach the zygote and every other runner there.
+                os.setsid()
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 # Nothing of the zygote may reach a request: not the control
                 # channel, not other runners' channels, not its epoll set.
                 keep = child_end.fileno()
@@ -464,6 +474,12 @@ def main():
             IDLE_WARM_UP = True
         else:
             __import__(arg)
+    # pid 1 of its jail, the kernel already drops every signal it has no
+    # handler for, SIGKILL and SIGSTOP included, when it comes from inside
+    # the jail; SIGINT is the one Python handles itself (KeyboardInterrupt).
+    # Runners cannot name this process at all (own pid namespace, own
+    # session), so this only keeps the rule true if that ever changes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import harness  # noqa: F401 - bound once here, so every runner gets it for free
     warm_up()
     gc.collect()

@@ -7,6 +7,8 @@ bash scripts/setup.sh --with-redis
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# The warm runner's own seccomp filter, run against every ABI's numbers.
+"${PYEXEC_PREFIX:-/opt/pyexec}/python/bin/python3" -B -m unittest discover -s nsjail -p 'test_*.py'
 # Every policy defaults to the warm path; the integration suite runs again
 # with every run forced cold, so both modes pass every test.
 cargo test --all-targets

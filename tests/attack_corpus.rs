@@ -18,7 +18,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{repo_path, server_config, Response, TestServer, API_KEY};
+use common::{
+    policy_server_config, repo_path, tenant_yaml, PolicyDir, Response, TestServer, API_KEY,
+};
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
@@ -27,6 +29,35 @@ const PARALLEL: usize = 4;
 /// A value the server's own environment holds; no response may ever show it.
 const CANARY_VAR: &str = "PYEXEC_CORPUS_SECRET_CANARY";
 const CANARY: &str = "canary-8d1f0c4e-not-for-the-jail";
+/// The tenant whose runs the cross-run class attacks (the attacker uses the
+/// server's bootstrap key, another tenant).
+const VICTIM_KEY: &str = "pyx_corpus_victim_tenant_key";
+/// A tenant allowed one CPU-second per run (`tenant: one-cpu-second`).
+const ONE_CPU_SECOND_KEY: &str = "pyx_corpus_one_cpu_second_key";
+/// Follow-up requests of the victim's tenant after each cross-run attack;
+/// each must answer 200 well within its own wall limit.
+const FOLLOW_UPS: usize = 4;
+const FOLLOW_UP_TIMEOUT_MS: u64 = 5000;
+/// The victim: in flight while the attack runs, it records every signal it
+/// receives and whether its CPU or I/O priority changed under it.
+const VICTIM_SCRIPT: &str = r#"
+import ctypes, os, signal, time
+
+def main():
+    got = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: got.append(signal.Signals(s).name))
+    libc = ctypes.CDLL(None, use_errno=True)
+    priority = lambda: (os.getpriority(os.PRIO_PROCESS, 0), libc.syscall(252, 1, 0))
+    before = priority()
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        time.sleep(0.05)
+    return {"signals": got, "priority_unchanged": priority() == before}
+"#;
+/// How long after the victim starts the attack is sent.
+const VICTIM_HEAD_START: Duration = Duration::from_millis(600);
+
 const TABLE_START: &str = "<!-- attack-corpus-table:start -->";
 const TABLE_END: &str = "<!-- attack-corpus-table:end -->";
 
@@ -64,6 +95,17 @@ struct Case {
     /// Strings that must appear nowhere in the response.
     forbid: Vec<String>,
     timeout_ms: Option<u64>,
+    /// The tenant the script runs as: the bootstrap tenant, or one of the
+    /// corpus server's own (`one-cpu-second`).
+    tenant: Option<String>,
+    /// A text the problem's `detail` must contain.
+    detail: Option<String>,
+    /// Sent while another tenant's run is in flight (`cross-run: victim`);
+    /// that run and the tenant's next requests must all answer 200.
+    against_victim: bool,
+    /// A host-side check made while the run holds what it took
+    /// (`inotify`, `timer`): the host's own budgets must still answer.
+    probe: Option<String>,
     /// Copies run at once (the concurrency class); a healthy client keeps
     /// running alongside them and must get 200s throughout.
     concurrent: usize,
@@ -79,6 +121,7 @@ const CLASSES: &[&str] = &[
     "result-channel",
     "abnormal-exits",
     "concurrency",
+    "cross-run",
 ];
 
 fn corpus_dir() -> PathBuf {
@@ -158,7 +201,11 @@ fn parse_case(class: &str, file: &Path) -> Case {
                 "result",
                 "forbid",
                 "timeout_ms",
-                "concurrent"
+                "concurrent",
+                "tenant",
+                "detail",
+                "probe",
+                "cross-run"
             ]
             .contains(&key.as_str()),
             "{id}: unknown header key `{key}`"
@@ -176,6 +223,14 @@ fn parse_case(class: &str, file: &Path) -> Case {
             .map(|(_, v)| v.clone())
             .collect(),
         timeout_ms: get("timeout_ms").map(|t| t.parse().unwrap()),
+        tenant: get("tenant"),
+        detail: get("detail"),
+        probe: get("probe"),
+        against_victim: match get("cross-run").as_deref() {
+            None => false,
+            Some("victim") => true,
+            Some(other) => panic!("{id}: unknown `cross-run: {other}`"),
+        },
         concurrent: get("concurrent").map_or(1, |c| c.parse().unwrap()),
         file: format!(
             "tests/attacks/{class}/{}",
@@ -206,16 +261,75 @@ fn script_for(case: &Case, server: &TestServer) -> String {
         .replace("{{REPO}}", env!("CARGO_MANIFEST_DIR"))
 }
 
-async fn send(server: &TestServer, case: &Case) -> Response {
-    let mut body = json!({ "script": script_for(case, server) });
+/// A response, and what the host-side probe saw while the run was held.
+struct Answer {
+    response: Response,
+    probe_failure: Option<String>,
+}
+
+async fn send(server: &TestServer, case: &Case) -> Answer {
+    let mut body = json!({ "script": script_for(case, server), "cache": false });
     if let Some(ms) = case.timeout_ms {
         body["timeout_ms"] = json!(ms);
     }
-    server.execute(body).await
+    let key = match case.tenant.as_deref() {
+        None => API_KEY,
+        Some("one-cpu-second") => ONE_CPU_SECOND_KEY,
+        Some(other) => panic!("{}: unknown tenant `{other}`", case.id),
+    };
+    let sent = server.execute_with_key(body, key);
+    match case.probe.as_deref() {
+        None => Answer {
+            response: sent.await,
+            probe_failure: None,
+        },
+        Some(probe) => {
+            let probed = async {
+                // The scripts take what they can at once, then hold it 2 s.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                host_probe(probe)
+            };
+            let (response, probed) = tokio::join!(sent, probed);
+            Answer {
+                response,
+                probe_failure: probed
+                    .err()
+                    .map(|e| format!("host probe `{probe}` failed during the run: {e}")),
+            }
+        }
+    }
+}
+
+/// Uses, as root on the host, the per-user kernel budget a script may have
+/// tried to exhaust.
+fn host_probe(probe: &str) -> Result<(), std::io::Error> {
+    // SAFETY: plain system calls on resources created and released here.
+    unsafe {
+        match probe {
+            "inotify" => {
+                let fd = libc::inotify_init1(libc::IN_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            "timer" => {
+                let mut timer: libc::timer_t = std::ptr::null_mut();
+                if libc::timer_create(libc::CLOCK_MONOTONIC, std::ptr::null_mut(), &mut timer) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::timer_delete(timer);
+            }
+            other => panic!("unknown probe `{other}`"),
+        }
+    }
+    Ok(())
 }
 
 /// Everything wrong with one answer (empty when it is as expected).
-fn check(case: &Case, r: &Response) -> Vec<String> {
+fn check(case: &Case, answer: &Answer) -> Vec<String> {
+    let r = &answer.response;
     let mut problems = Vec::new();
     let got = (r.status, (r.status != 200).then(|| r.problem().to_string()));
     if !case
@@ -231,6 +345,15 @@ fn check(case: &Case, r: &Response) -> Vec<String> {
             r.problem(),
             truncate(&r.body.to_string(), 600)
         ));
+    }
+    if let Some(failure) = &answer.probe_failure {
+        problems.push(failure.clone());
+    }
+    if let (Some(detail), true) = (&case.detail, r.status != 200) {
+        let got = r.body["detail"].as_str().unwrap_or("");
+        if !got.contains(detail.as_str()) {
+            problems.push(format!("detail `{got}` does not say `{detail}`"));
+        }
     }
     if let (Some(expected), 200) = (&case.result, r.status) {
         if &r.body["result"] != expected {
@@ -379,11 +502,69 @@ async fn run_concurrently(server: &TestServer, case: &Case) -> Vec<String> {
     problems
 }
 
+/// Sends the attack while another tenant's run is in flight, then more of
+/// that tenant's requests: the attack must reach none of them.
+async fn run_against_victim(server: &TestServer, case: &Case) -> Vec<String> {
+    let victim = server.execute_with_key(
+        json!({"script": VICTIM_SCRIPT, "cache": false, "timeout_ms": 15000}),
+        VICTIM_KEY,
+    );
+    let attack = async {
+        tokio::time::sleep(VICTIM_HEAD_START).await;
+        send(server, case).await
+    };
+    let (victim, attack) = tokio::join!(victim, attack);
+    let mut problems = check(case, &attack);
+    if victim.status != 200
+        || victim.body["result"] != json!({"signals": [], "priority_unchanged": true})
+    {
+        problems.push(format!(
+            "the other tenant's run in flight got {}: {}",
+            victim.status,
+            truncate(&victim.body.to_string(), 600)
+        ));
+    }
+    // Runners waiting in the pool during the attack serve these.
+    for n in 0..FOLLOW_UPS {
+        let body = json!({
+            "script": "def main(n):\n    return n * 2",
+            "args": {"n": n},
+            "cache": false,
+            "timeout_ms": FOLLOW_UP_TIMEOUT_MS,
+        });
+        let r = server.execute_with_key(body, VICTIM_KEY).await;
+        if r.status != 200 || r.body["result"] != json!(n * 2) {
+            problems.push(format!(
+                "the other tenant's request {n} after the attack got {}: {}",
+                r.status,
+                truncate(&r.body.to_string(), 400)
+            ));
+        }
+    }
+    problems
+}
+
+/// The corpus server's own tenants besides the bootstrap one (the attacker).
+fn corpus_policies() -> PolicyDir {
+    let policies = PolicyDir::new();
+    policies.write("victim", &tenant_yaml("victim", VICTIM_KEY, ""));
+    policies.write(
+        "one-cpu-second",
+        &tenant_yaml(
+            "one-cpu-second",
+            ONE_CPU_SECOND_KEY,
+            "  sandbox:\n    cpuSeconds: 1\n    wallTimeoutMs: 20000\n",
+        ),
+    );
+    policies
+}
+
 #[test]
 fn every_attack_in_the_corpus_is_contained() {
     // Set before the server starts, so the gateway's own environment holds it.
     std::env::set_var(CANARY_VAR, CANARY);
-    let server = TestServer::start(server_config(), true);
+    let policies = corpus_policies();
+    let server = TestServer::start(policy_server_config(policies.path()), true);
     let cases = load_corpus();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -393,8 +574,10 @@ fn every_attack_in_the_corpus_is_contained() {
     let started = Instant::now();
     let baseline = HostBaseline::take();
     let mut failures = Vec::new();
+    let (against_victim, rest): (Vec<&Case>, Vec<&Case>) =
+        cases.iter().partition(|c| c.against_victim);
     let (single, concurrent): (Vec<&Case>, Vec<&Case>) =
-        cases.iter().partition(|c| c.concurrent == 1);
+        rest.into_iter().partition(|c| c.concurrent == 1);
     runtime.block_on(async {
         for batch in single.chunks(PARALLEL) {
             let answers: Vec<(&Case, Vec<String>, Duration)> = stream::iter(batch)
@@ -421,6 +604,24 @@ fn every_attack_in_the_corpus_is_contained() {
                         .map(|l| format!("{} (or its batch): left behind: {l}", case.id)),
                 );
             }
+        }
+        for case in against_victim {
+            let t = Instant::now();
+            let problems = run_against_victim(&server, case).await;
+            eprintln!(
+                "{:<48} {:>6} ms {}",
+                case.id,
+                t.elapsed().as_millis(),
+                if problems.is_empty() { "ok" } else { "FAILED" }
+            );
+            failures.extend(problems.into_iter().map(|p| format!("{}: {p}", case.id)));
+            failures.extend(
+                baseline
+                    .leftovers(&server)
+                    .await
+                    .into_iter()
+                    .map(|l| format!("{}: left behind: {l}", case.id)),
+            );
         }
         for case in concurrent {
             let t = Instant::now();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{server, server_config, TestServer};
+use common::{server, server_config, SpawnedServer, TestServer};
 use serde_json::json;
 
 async fn still_serving() {
@@ -274,4 +274,89 @@ async fn a_request_abandoned_by_its_client_leaves_no_run_behind() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// What a `pyexec serve` with host pid `pid` has on the host: its cgroups in
+/// any hierarchy, processes inside them, its jail-files folder.
+fn traces_of_server(pid: i32) -> Vec<String> {
+    let prefix = format!("pyexec-{pid}-");
+    let mut found = Vec::new();
+    let mut dirs = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_dir && name.starts_with(&prefix) {
+                found.push(format!("cgroup {}", entry.path().display()));
+            } else if is_dir && depth < 4 {
+                dirs.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    let marker = format!("/{prefix}");
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if cgroups.contains(&marker) {
+            found.push(format!("process {}", entry.file_name().to_string_lossy()));
+        }
+    }
+    let jail_files = format!("pyexec-jail-{pid}-");
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&jail_files) {
+            found.push(format!("folder {}", entry.path().display()));
+        }
+    }
+    found
+}
+
+/// A real server that has run a script (so its warm pool, when the mode is
+/// warm, is full of waiting runners in groups of their own).
+async fn server_that_has_run_a_script() -> SpawnedServer {
+    let server = SpawnedServer::start(&[]);
+    let r = server
+        .api
+        .run("import pandas\ndef main():\n    return len(pandas.DataFrame({'a': [1, 2]}))")
+        .await;
+    assert_eq!(r.assert_ok(), 2);
+    assert!(
+        !traces_of_server(server.pid()).is_empty(),
+        "a serving server has cgroups, or this check sees nothing"
+    );
+    server
+}
+
+#[tokio::test]
+async fn a_server_stopped_with_sigterm_leaves_no_cgroup_process_or_folder() {
+    let mut server = server_that_has_run_a_script().await;
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    assert_eq!(traces_of_server(server.pid()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_crashed_server_leaves_no_process_and_the_next_start_removes_its_cgroups() {
+    let mut crashed = server_that_has_run_a_script().await;
+    crashed.sigkill();
+    crashed.wait_exit();
+    let pid = crashed.pid();
+    // The jails end with the gateway's sockets and pipes; give them a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let processes = || -> Vec<String> {
+        traces_of_server(pid)
+            .into_iter()
+            .filter(|t| t.starts_with("process"))
+            .collect()
+    };
+    while !processes().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(processes(), Vec::<String>::new());
+    let mut next = SpawnedServer::start(&[]);
+    assert_eq!(traces_of_server(pid), Vec::<String>::new());
+    next.sigterm();
+    next.wait_exit();
 }

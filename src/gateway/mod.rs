@@ -243,6 +243,7 @@ impl Application {
                 "in-flight requests did not finish in time; stopping anyway"
             );
         }
+        self.state.sandbox.shutdown().await;
         Ok(())
     }
 }

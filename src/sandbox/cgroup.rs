@@ -65,6 +65,27 @@ pub struct RunCgroup {
     version: CgroupVersion,
 }
 
+/// Where a group's kernel-kept CPU time is read.
+#[derive(Debug, Clone)]
+pub struct CpuMeter {
+    file: PathBuf,
+    version: CgroupVersion,
+}
+
+impl CpuMeter {
+    pub fn read(&self) -> Duration {
+        match self.version {
+            CgroupVersion::V1 => Duration::from_nanos(
+                fs::read_to_string(&self.file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+            CgroupVersion::V2 => Duration::from_micros(keyed_value(&self.file, "usage_usec")),
+        }
+    }
+}
+
 /// The `cgroup.procs` files of a run, ready for a forked child to write to
 /// without allocating.
 #[derive(Debug, Clone)]
@@ -224,11 +245,19 @@ impl Cgroups {
     }
 }
 
-impl Drop for Cgroups {
-    fn drop(&mut self) {
+impl Cgroups {
+    /// Removes this instance's parent groups; a group that still has runs
+    /// in it stays (the last run's teardown, or the next start, removes it).
+    pub fn remove_instance(&self) {
         for dir in self.instance_dirs() {
             let _ = fs::remove_dir(dir);
         }
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        self.remove_instance();
     }
 }
 
@@ -333,15 +362,32 @@ impl RunCgroup {
             CgroupVersion::V1 => RunUsage {
                 oom_kills: keyed_value(&self.dirs[0].join("memory.oom_control"), "oom_kill"),
                 peak_memory_bytes: read_u64(self.dirs[0].join("memory.max_usage_in_bytes")),
-                cpu_time: Duration::from_nanos(read_u64(self.dirs[2].join("cpuacct.usage"))),
+                cpu_time: self.cpu_time(),
             },
             CgroupVersion::V2 => RunUsage {
                 oom_kills: keyed_value(&self.dirs[0].join("memory.events"), "oom_kill"),
                 peak_memory_bytes: read_u64(self.dirs[0].join("memory.peak")),
-                cpu_time: Duration::from_micros(keyed_value(
-                    &self.dirs[0].join("cpu.stat"),
-                    "usage_usec",
-                )),
+                cpu_time: self.cpu_time(),
+            },
+        }
+    }
+
+    /// CPU time used by every process of the group so far.
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu_meter().read()
+    }
+
+    /// The group's CPU counter, to be read while the group is borrowed
+    /// elsewhere (the run's watch).
+    pub fn cpu_meter(&self) -> CpuMeter {
+        match self.version {
+            CgroupVersion::V1 => CpuMeter {
+                file: self.dirs[2].join("cpuacct.usage"),
+                version: self.version,
+            },
+            CgroupVersion::V2 => CpuMeter {
+                file: self.dirs[0].join("cpu.stat"),
+                version: self.version,
             },
         }
     }

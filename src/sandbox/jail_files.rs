@@ -124,9 +124,16 @@ fn remove_stale(parent: &Path) {
     }
 }
 
+impl JailFiles {
+    /// Removes the folder now (a stopping server), not only when dropped.
+    pub fn remove(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for JailFiles {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+        self.remove();
     }
 }
 

@@ -74,6 +74,19 @@ pub const RESULT_FD: i32 = 3;
 /// nsjail's own log, kept apart from the script's stderr.
 pub const NSJAIL_LOG_FD: i32 = 4;
 
+/// Queued signals any one run may hold (`RLIMIT_SIGPENDING`). The kernel
+/// charges them to the owner of the jail's user namespace, root, whose own
+/// limit (~96,000 here) is the whole host's: a run that filled it made every
+/// `timer_create` of the host fail. 64 is far more than Python or
+/// multiprocessing queue, and bounded by it N runs hold at most 64 N.
+pub const JAIL_PENDING_SIGNALS: u64 = 64;
+/// POSIX message queue bytes (`RLIMIT_MSGQUEUE`), charged to root the same
+/// way; nothing a script needs uses them, so none.
+pub const JAIL_MESSAGE_QUEUE_BYTES: u64 = 0;
+/// Memory a run may lock (`RLIMIT_MEMLOCK`, KiB): `SHM_LOCK` segments are
+/// charged to root too. mlock of a few pages still works.
+pub const JAIL_LOCKED_KIB: u64 = 64;
+
 /// Host variables copied into the jail. Older OpenBLAS builds crash on some
 /// processors unless told the core type; nothing else of the host's
 /// environment ever enters.
@@ -132,6 +145,10 @@ impl JailPaths {
             &RESULT_FD.to_string(),
             "--proc_path",
             "/proc",
+            "--rlimit_msgqueue",
+            &JAIL_MESSAGE_QUEUE_BYTES.to_string(),
+            "--rlimit_memlock",
+            &JAIL_LOCKED_KIB.to_string(),
             "--bindmount_ro",
             &bind_spec(&self.python_root, &self.python_root),
             "--bindmount_ro",

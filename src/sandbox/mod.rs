@@ -170,8 +170,49 @@ struct RawRun {
     /// Exit code of the jailed process; 128 + n when signal n ended it.
     code: Option<i32>,
     signal: Option<i32>,
-    timed_out: bool,
+    /// The limit the gateway's watch ended the run at, if it did.
+    timed_out: Option<TimeLimit>,
     duration: Duration,
+}
+
+/// Which of a run's time limits the gateway's watch ended it at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeLimit {
+    Wall,
+    /// The CPU time of the run's whole cgroup: every process and thread of
+    /// the run together, which `RLIMIT_CPU` (per process) never sees.
+    Cpu,
+}
+
+/// How often a running run's cgroup CPU time is read. A run may go over its
+/// CPU limit by at most this times the cores it can use.
+const CPU_WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Resolves when the run reaches its wall-clock deadline or its cgroup has
+/// used its CPU limit, whichever comes first.
+async fn time_limit(
+    cpu: cgroup::CpuMeter,
+    deadline: tokio::time::Instant,
+    cpu_seconds: u64,
+) -> TimeLimit {
+    let cpu_limit = Duration::from_secs(cpu_seconds.max(1));
+    let wall = tokio::time::sleep_until(deadline);
+    tokio::pin!(wall);
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + CPU_WATCH_INTERVAL,
+        CPU_WATCH_INTERVAL,
+    );
+    loop {
+        tokio::select! {
+            () = &mut wall => return TimeLimit::Wall,
+            _ = ticks.tick() => {
+                // One small cgroupfs read (a counter the kernel keeps).
+                if cpu.read() >= cpu_limit {
+                    return TimeLimit::Cpu;
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +255,7 @@ pub struct SandboxStatus {
 pub struct Sandbox {
     paths: JailPaths,
     /// Owns the folder the harness, zygote and `/etc` files are bound from.
-    _jail_files: Option<JailFiles>,
+    jail_files: Option<JailFiles>,
     cgroups: Option<Arc<Cgroups>>,
     warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
@@ -229,6 +270,9 @@ pub struct Sandbox {
     config: SandboxConfig,
     status: RwLock<SandboxStatus>,
 }
+
+/// How long a stopping server waits for runs still being torn down.
+const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
 
 const SELF_TEST_SCRIPT: &str = r#"
 def main():
@@ -306,7 +350,7 @@ impl Sandbox {
         });
         Arc::new(Self {
             paths,
-            _jail_files: jail_files,
+            jail_files,
             cgroups,
             warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
@@ -455,6 +499,24 @@ impl Sandbox {
         let all = u32::try_from(self.config.max_concurrent.max(1)).unwrap_or(u32::MAX);
         let _running = self.slots.acquire_many(all).await;
         let _dying = self.teardowns.acquire_many(all).await;
+    }
+
+    /// Leaves nothing of this server on the host: waits (a bounded time) for
+    /// the runs still being torn down, stops every warm zygote with its
+    /// waiting runners, and removes this instance's cgroups and jail files.
+    /// Called once the gateway has stopped serving; a run abandoned after
+    /// this is killed and removed when its request is dropped.
+    pub async fn shutdown(&self) {
+        let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.wait_until_idle()).await;
+        if let Some(warm) = &self.warm {
+            warm.retire_all().await;
+        }
+        if let Some(cgroups) = self.cgroups.clone() {
+            let _ = background::run(move || cgroups.remove_instance()).await;
+        }
+        if let Some(files) = &self.jail_files {
+            files.remove();
+        }
     }
 
     /// The cgroups of runs that still exist, as `controller/instance/run-N`
@@ -622,14 +684,14 @@ impl Sandbox {
         let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
         let nsjail_log = tokio::spawn(read_capped(pipe_reader(log_read)?, 64 * KIB));
 
-        let (status, timed_out) =
-            match tokio::time::timeout(limits.wall_timeout, child.wait()).await {
-                Ok(status) => (status, false),
-                Err(_) => {
-                    run_cgroup.kill_all();
-                    (child.wait().await, true)
-                }
-            };
+        let deadline = tokio::time::Instant::now() + limits.wall_timeout;
+        let (status, timed_out) = tokio::select! {
+            status = child.wait() => (status, None),
+            limit = time_limit(run_cgroup.cpu_meter(), deadline, limits.cpu_seconds) => {
+                run_cgroup.kill_all();
+                (child.wait().await, Some(limit))
+            }
+        };
         // Everything in the jail is gone once its pid 1 is: the readers reach EOF.
         run_cgroup.kill_all();
         let duration = started.elapsed();
@@ -652,7 +714,7 @@ impl Sandbox {
         };
         let nsjail_log = joined(nsjail_log.await);
         let log_text = String::from_utf8_lossy(&nsjail_log.bytes);
-        if raw.result.bytes.is_empty() && !timed_out && launch_failed(&log_text) {
+        if raw.result.bytes.is_empty() && timed_out.is_none() && launch_failed(&log_text) {
             let reason = log_text
                 .lines()
                 .find(|l| l.starts_with("[E]") || l.starts_with("[F]"))
@@ -703,13 +765,17 @@ fn signal_from_exit_code(code: i32) -> Option<i32> {
 /// Names how a run ended from what it left: its result frame first, then the
 /// gateway's timer, then how the process died.
 fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
-    if raw.timed_out {
-        return Outcome::Timeout {
-            detail: format!(
-                "the script ran longer than its wall-clock limit of {} ms",
-                limits.wall_timeout.as_millis()
-            ),
-        };
+    match raw.timed_out {
+        Some(TimeLimit::Wall) => {
+            return Outcome::Timeout {
+                detail: format!(
+                    "the script ran longer than its wall-clock limit of {} ms",
+                    limits.wall_timeout.as_millis()
+                ),
+            }
+        }
+        Some(TimeLimit::Cpu) => return cpu_limit_reached(limits),
+        None => {}
     }
     if raw.result.truncated {
         return Outcome::NonJsonResult(format!(
@@ -745,14 +811,18 @@ fn classify(outcome: Outcome, report: &RunReport, limits: &Limits) -> Outcome {
             if report.usage.cpu_time >= Duration::from_secs(limits.cpu_seconds)
                 || report.signal == Some(libc::SIGXCPU) =>
         {
-            Outcome::Timeout {
-                detail: format!(
-                    "the script used more than its CPU limit of {} s",
-                    limits.cpu_seconds
-                ),
-            }
+            cpu_limit_reached(limits)
         }
         other => other,
+    }
+}
+
+fn cpu_limit_reached(limits: &Limits) -> Outcome {
+    Outcome::Timeout {
+        detail: format!(
+            "the script used more than its CPU limit of {} s (all its processes together)",
+            limits.cpu_seconds
+        ),
     }
 }
 
@@ -846,6 +916,16 @@ fn nsjail_command(
     unsafe {
         command.pre_exec(move || {
             attach.attach_self_raw()?;
+            // nsjail has no flag for it and leaves it as it finds it: the
+            // jail, and every warm runner, inherits it from here.
+            let pending = limits::JAIL_PENDING_SIGNALS as libc::rlim_t;
+            let limit = libc::rlimit {
+                rlim_cur: pending,
+                rlim_max: pending,
+            };
+            if libc::setrlimit(libc::RLIMIT_SIGPENDING, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             place_fd(fd3, limits::RESULT_FD)?;
             place_fd(log, limits::NSJAIL_LOG_FD)
         });

@@ -143,12 +143,25 @@ struct Zygote {
     _nsjail: Mutex<Option<tokio::process::Child>>,
 }
 
+/// A retired zygote's own group and its waiting runners' groups.
+type ZygoteGroups = (Option<RunCgroup>, Vec<(i32, Arc<Mutex<SpareSlot>>)>);
+
+impl Zygote {
+    /// Its group (nsjail, the zygote and the runners still waiting) and the
+    /// waiting runners' own groups, to be destroyed: the zygote is done.
+    fn take_groups(&self) -> ZygoteGroups {
+        self.alive.store(false, Ordering::Release);
+        let spares = self.spares.lock().unwrap().drain().collect();
+        (self.cgroup.lock().unwrap().take(), spares)
+    }
+}
+
 impl Drop for Zygote {
     fn drop(&mut self) {
         // Only reached when no run holds it any more: killing the group ends
         // the zygote and its idle runners.
-        let spares: Vec<_> = self.spares.lock().unwrap().drain().collect();
-        if let Some(cgroup) = self.cgroup.lock().unwrap().take() {
+        let (cgroup, spares) = self.take_groups();
+        if let Some(cgroup) = cgroup {
             std::thread::spawn(move || {
                 cgroup.destroy();
                 drop(spares);
@@ -189,6 +202,22 @@ impl WarmPool {
             runs: self.runs.load(Ordering::Relaxed),
             runs_that_waited_for_a_runner: self.runs_that_waited.load(Ordering::Relaxed),
         }
+    }
+
+    /// Stops every zygote and waits until it, its waiting runners and their
+    /// groups are gone: a stopping server leaves nothing of its warm path.
+    pub async fn retire_all(&self) {
+        let zygotes: Vec<Arc<Zygote>> = self.zygotes.lock().await.drain().map(|(_, z)| z).collect();
+        let groups: Vec<_> = zygotes.iter().map(|z| z.take_groups()).collect();
+        let _ = super::background::run(move || {
+            for (cgroup, spares) in groups {
+                if let Some(cgroup) = cgroup {
+                    cgroup.destroy();
+                }
+                drop(spares);
+            }
+        })
+        .await;
     }
 
     async fn zygote_for(
@@ -462,9 +491,15 @@ impl WarmPool {
         // The harness lets go of stdout and stderr and closes the result pipe
         // right after its report, so a run that reported is over here, before
         // the runner has finished exiting.
-        let reported = match tokio::time::timeout_at(deadline, &mut result).await {
-            Ok(captured) => Some(joined(captured)),
-            Err(_) => None,
+        let limit = super::time_limit(run_cgroup.cpu_meter(), deadline, limits.cpu_seconds);
+        tokio::pin!(limit);
+        let mut limit_reached = None;
+        let reported = tokio::select! {
+            captured = &mut result => Some(joined(captured)),
+            reached = &mut limit => {
+                limit_reached = Some(reached);
+                None
+            }
         };
         let reported = match reported {
             Some(result) if super::frame::parse(&result.bytes).is_some() => {
@@ -478,7 +513,7 @@ impl WarmPool {
                     result,
                     code: None,
                     signal: None,
-                    timed_out: false,
+                    timed_out: None,
                     duration,
                 };
                 return Ok((Ok(raw), Teardown::new(run_cgroup, Some(runner_exit))));
@@ -487,11 +522,14 @@ impl WarmPool {
         };
 
         // No report: the runner's end says what happened.
-        let timed_out = reported.is_none()
-            || tokio::time::timeout_at(deadline, runner_exit.wait())
-                .await
-                .is_err();
-        if timed_out {
+        if limit_reached.is_none() {
+            limit_reached = tokio::select! {
+                () = runner_exit.wait() => None,
+                reached = &mut limit => Some(reached),
+            };
+        }
+        let timed_out = limit_reached;
+        if timed_out.is_some() {
             run_cgroup.kill_now();
             runner_exit.kill();
         }
@@ -504,7 +542,7 @@ impl WarmPool {
             Some(result) => result,
             None => joined(result.await),
         };
-        let code = if timed_out {
+        let code = if timed_out.is_some() {
             None
         } else {
             // The zygote reports the exit code a moment after the exit; it
@@ -518,7 +556,7 @@ impl WarmPool {
                 _ => None,
             }
         };
-        if code.is_none() && !timed_out && result.bytes.is_empty() {
+        if code.is_none() && timed_out.is_none() && result.bytes.is_empty() {
             zygote.alive.store(false, Ordering::Release);
         }
         let raw = RawRun {

@@ -685,6 +685,12 @@ impl SpawnedServer {
         assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
     }
 
+    /// Kills it as a crash would: no shutdown code of its own runs.
+    pub fn sigkill(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGKILL) }, 0);
+    }
+
     /// Waits for the process to end (a deadline only so a hang fails the
     /// test instead of the suite) and for its last log line.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
