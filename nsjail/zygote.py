@@ -10,7 +10,9 @@ ahead of time so the fork is off the critical path:
 One clone system call makes G and its namespaces: a fork of this interpreter
 copies the page tables of every module it holds, and an intermediate process
 (fork, unshare, fork again) would pay that twice per request, and its exit
-too. G waits on a socketpair for its request: the gateway's pipes for
+too. G first makes itself the leader of a session and process group of its
+own, so nothing a script sends to its group reaches the zygote or another
+runner. G waits on a socketpair for its request: the gateway's pipes for
 stdin/stdout/stderr/result and the run's limits. Then G mounts its own /proc
 and a private tmpfs /tmp, applies the CPU and file-size rlimits, drops every
 capability of its user namespace, installs a seccomp filter that forbids
