@@ -380,15 +380,13 @@ impl RunCgroup {
     /// The group's CPU counter, to be read while the group is borrowed
     /// elsewhere (the run's watch).
     pub fn cpu_meter(&self) -> CpuMeter {
-        match self.version {
-            CgroupVersion::V1 => CpuMeter {
-                file: self.dirs[2].join("cpuacct.usage"),
-                version: self.version,
-            },
-            CgroupVersion::V2 => CpuMeter {
-                file: self.dirs[0].join("cpu.stat"),
-                version: self.version,
-            },
+        let file = match self.version {
+            CgroupVersion::V1 => self.dirs[2].join("cpuacct.usage"),
+            CgroupVersion::V2 => self.dirs[0].join("cpu.stat"),
+        };
+        CpuMeter {
+            file,
+            version: self.version,
         }
     }
 

@@ -162,10 +162,10 @@ impl Drop for Zygote {
         // the zygote and its idle runners.
         let (cgroup, spares) = self.take_groups();
         if let Some(cgroup) = cgroup {
-            std::thread::spawn(move || {
+            drop(super::background::run(move || {
                 cgroup.destroy();
                 drop(spares);
-            });
+            }));
         }
         tracing::info!(
             generation = self.generation,
