@@ -186,6 +186,22 @@ async fn output_floods_are_truncated_and_flagged() {
 }
 
 #[tokio::test]
+async fn escaped_output_is_capped_as_it_goes_on_the_wire() {
+    // Each control character is six bytes in JSON (`\u0001`): the cap
+    // counts those, so 1 MiB of them cannot become a 6 MiB answer.
+    let script =
+        "import sys\ndef main():\n    sys.stdout.write('\\x01' * (1024 * 1024))\n    return 'done'";
+    let r = server().run(script).await;
+    assert_eq!(r.assert_ok(), "done");
+    let stdout = r.body["stdout"].as_str().unwrap();
+    assert!(stdout.chars().all(|c| c == '\u{1}') && !stdout.is_empty());
+    let on_the_wire = serde_json::to_string(stdout).unwrap().len() - 2;
+    assert!(on_the_wire <= 1024 * 1024, "{on_the_wire} escaped bytes");
+    assert!(on_the_wire > 1024 * 1024 - 6);
+    assert_eq!(r.body["stdout_truncated"], true);
+}
+
+#[tokio::test]
 async fn concurrent_runs_beyond_the_slots_queue_and_all_finish() {
     let runs = (0..10).map(|i| async move {
         server()

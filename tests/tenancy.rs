@@ -679,3 +679,49 @@ async fn a_cache_hit_spends_rate_budget_but_no_quota() {
         .await
         .assert_problem(429, "quota-exceeded");
 }
+
+#[tokio::test]
+async fn a_tenant_holding_all_its_slots_does_not_make_another_tenant_wait() {
+    // The suite's server has 4 slots: each tenant's default share is 2.
+    let dir = PolicyDir::new();
+    dir.write("greedy", &tenant_yaml("greedy", ALPHA_KEY, ""));
+    dir.write("quiet", &tenant_yaml("quiet", BETA_KEY, ""));
+    let server = Arc::new(TestServer::start(policy_server_config(dir.path()), true));
+    let sandbox = server.sandbox.clone().unwrap();
+    let greedy: Vec<_> = (0..8)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let script = format!("import time\ndef main():\n    time.sleep(2)\n    return {i}");
+                let body = json!({"script": script, "cache": false});
+                server.execute_with_key(body, ALPHA_KEY).await.status
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sandbox.slot_use().get("greedy").map(|u| u.waiting) != Some(6) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            sandbox.slot_use()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sandbox.slot_use()["greedy"].running, 2, "held to its share");
+    let quiet = server
+        .execute_with_key(json!({"script": OK_SCRIPT, "cache": false}), BETA_KEY)
+        .await;
+    assert_eq!(quiet.assert_ok(), &json!({"ok": true}));
+    let greedy_now = sandbox.slot_use()["greedy"];
+    assert!(
+        greedy_now.waiting >= 4,
+        "the quiet tenant was served while the greedy one still waited: {greedy_now:?}"
+    );
+    for run in greedy {
+        assert_eq!(
+            run.await.unwrap(),
+            200,
+            "the greedy tenant's runs all finish in turn"
+        );
+    }
+}

@@ -19,6 +19,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         status.max_concurrent,
         state.sandbox.is_ready(),
     );
+    let slot_use = state.sandbox.slot_use();
+    m.set_slot_use(
+        slot_use
+            .iter()
+            .map(|(tenant, used)| (tenant.as_str(), used.running, used.waiting)),
+    );
     if let Some(pool) = &status.warm_pool {
         m.set_warm_pool(pool);
     }

@@ -24,7 +24,8 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// Size of the run's private `/tmp`.
     pub tmpfs_bytes: u64,
-    /// Bytes kept of stdout and of stderr each; the rest is drained and flagged.
+    /// Bytes kept of stdout and of stderr each, counted as they go on the
+    /// wire (JSON-escaped); the rest is drained and flagged.
     pub output_bytes: u64,
     /// Largest JSON result accepted on the result channel.
     pub result_bytes: u64,

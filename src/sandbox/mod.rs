@@ -7,29 +7,32 @@ pub mod cgroup;
 mod frame;
 mod jail_files;
 pub mod limits;
+mod slots;
 mod warm;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::telemetry;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
+pub use slots::{GroupUse, RunShare};
 pub use warm::{WarmConfig, WarmPoolStatus};
 
 use capture::{read_capped, Captured};
 use jail_files::JailFiles;
+use slots::{SlotPermit, Slots};
 
 /// How a run gets its interpreter: a fresh nsjail and Python per run
 /// (`cold`), or a fork of a pre-started jailed interpreter (`warm`).
@@ -59,6 +62,8 @@ pub struct SandboxPolicy {
     pub limits: Limits,
     /// A tenant-specific nsjail config loaded after `base.cfg`.
     pub nsjail_config: Option<PathBuf>,
+    /// The queue the runs wait in and the slots they may hold at once.
+    pub share: RunShare,
 }
 
 /// Where to find the jail's parts and how many runs may share the machine.
@@ -140,12 +145,35 @@ pub struct Output {
     pub truncated: bool,
 }
 
-impl From<Captured> for Output {
-    fn from(captured: Captured) -> Self {
-        Self {
-            text: String::from_utf8_lossy(&captured.bytes).into_owned(),
-            truncated: captured.truncated,
+impl Output {
+    /// The captured bytes as text, cut so that the text written as a JSON
+    /// string (what goes on the wire) stays within `wire_cap` bytes: a
+    /// control character costs six (`\u0001`), so a cap on raw bytes alone
+    /// would let a script's output grow sixfold on the way out.
+    fn new(captured: Captured, wire_cap: u64) -> Self {
+        let text = String::from_utf8_lossy(&captured.bytes);
+        let mut wire = 0u64;
+        let mut end = text.len();
+        for (at, c) in text.char_indices() {
+            wire += json_escaped_len(c);
+            if wire > wire_cap {
+                end = at;
+                break;
+            }
         }
+        Self {
+            truncated: captured.truncated || end < text.len(),
+            text: text[..end].to_string(),
+        }
+    }
+}
+
+/// Bytes `serde_json` writes for `c` inside a string.
+fn json_escaped_len(c: char) -> u64 {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8() as u64,
     }
 }
 
@@ -259,11 +287,10 @@ pub struct Sandbox {
     cgroups: Option<Arc<Cgroups>>,
     warm: Option<warm::WarmPool>,
     jail_env: Vec<(String, String)>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     /// Finished runs still being torn down (a runner's address space freed,
     /// its cgroup removed): as many as there are slots.
     teardowns: Arc<Semaphore>,
-    waiting: AtomicUsize,
     /// Jails started for requests (not the self-test): lets tests and
     /// `/health` see that a cache hit started none.
     runs_started: AtomicU64,
@@ -354,9 +381,12 @@ impl Sandbox {
             cgroups,
             warm,
             jail_env: limits::jail_environment(|name| std::env::var(name).ok()),
-            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            slots: Slots::new(
+                config.max_concurrent,
+                config.max_queued,
+                config.queue_timeout,
+            ),
             teardowns: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            waiting: AtomicUsize::new(0),
             runs_started: AtomicU64::new(0),
             config,
             status: RwLock::new(status),
@@ -467,7 +497,10 @@ impl Sandbox {
         }
         // telemetry (issue 6): the wait and the run are spans of their own.
         let queue = telemetry::spans::sandbox_queue(self.queue_depth());
-        let permit = self.acquire_slot().instrument(queue.clone()).await;
+        let permit = self
+            .acquire_slot(&policy.share)
+            .instrument(queue.clone())
+            .await;
         telemetry::spans::record_queue(&queue, &permit);
         let permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
@@ -497,7 +530,7 @@ impl Sandbox {
     /// they look for leftovers.
     pub async fn wait_until_idle(&self) {
         let all = u32::try_from(self.config.max_concurrent.max(1)).unwrap_or(u32::MAX);
-        let _running = self.slots.acquire_many(all).await;
+        self.slots.wait_until_idle().await;
         let _dying = self.teardowns.acquire_many(all).await;
     }
 
@@ -536,27 +569,24 @@ impl Sandbox {
 
     /// Runs that are waiting for a slot right now.
     pub fn queue_depth(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.slots.queue_depth()
     }
 
-    async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, SandboxError> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
-        }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.config.max_queued {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(SandboxError::Saturated);
-        }
-        let permit = tokio::time::timeout(
-            self.config.queue_timeout,
-            self.slots.clone().acquire_owned(),
-        )
-        .await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match permit {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(SandboxError::Saturated),
-        }
+    /// Slots held and runs waiting, by group (tenant), for operators.
+    pub fn slot_use(&self) -> std::collections::BTreeMap<String, GroupUse> {
+        self.slots.usage()
+    }
+
+    /// The slots a share's runs may hold at once on this server.
+    pub fn slots_for(&self, share: &RunShare) -> usize {
+        self.slots.cap_of(share)
+    }
+
+    async fn acquire_slot(&self, share: &RunShare) -> Result<SlotPermit, SandboxError> {
+        self.slots
+            .acquire(share)
+            .await
+            .map_err(|_| SandboxError::Saturated)
     }
 
     /// The mode a policy's runs get on this server: the forced one if any,
@@ -626,8 +656,8 @@ impl Sandbox {
         let outcome = conclude(&raw, limits);
         let mut report = RunReport {
             outcome: Outcome::Success(Value::Null),
-            stdout: raw.stdout.into(),
-            stderr: raw.stderr.into(),
+            stdout: Output::new(raw.stdout, limits.output_bytes),
+            stderr: Output::new(raw.stderr, limits.output_bytes),
             duration: raw.duration,
             usage,
             signal: raw.signal,
@@ -1128,6 +1158,21 @@ fn proc_overmounts(mountinfo: &str) -> Option<String> {
 #[cfg(test)]
 mod preflight_tests {
     use super::*;
+
+    #[test]
+    fn output_is_cut_at_its_escaped_size_on_a_character_boundary() {
+        let captured = |bytes: &[u8]| Captured {
+            bytes: bytes.to_vec(),
+            truncated: false,
+        };
+        let control = Output::new(captured(&[1u8; 100]), 60);
+        assert_eq!((control.text.len(), control.truncated), (10, true));
+        assert_eq!(serde_json::to_string(&control.text).unwrap().len(), 62);
+        let plain = Output::new(captured(b"hello"), 60);
+        assert_eq!((plain.text.as_str(), plain.truncated), ("hello", false));
+        let wide = Output::new(captured("é".repeat(10).as_bytes()), 5);
+        assert_eq!((wide.text.as_str(), wide.truncated), ("éé", true));
+    }
 
     #[test]
     fn the_namespace_probe_succeeds_where_the_suite_runs() {

@@ -26,6 +26,8 @@ pub struct Metrics {
     sandbox_in_progress: IntGaugeVec,
     sandbox_queue_depth: IntGauge,
     sandbox_slots: IntGauge,
+    sandbox_slots_in_use: IntGaugeVec,
+    sandbox_runs_waiting: IntGaugeVec,
     sandbox_rejections: IntCounterVec,
     sandbox_ready: IntGauge,
     cache: IntCounterVec,
@@ -135,6 +137,16 @@ impl Metrics {
                 "sandbox_slots",
                 "Sandbox runs allowed at once (--max-concurrent).",
             ),
+            sandbox_slots_in_use: gauge_vec(
+                "sandbox_slots_in_use",
+                "Sandbox slots held right now, by tenant (at most its maxConcurrentRuns).",
+                &["tenant"],
+            ),
+            sandbox_runs_waiting: gauge_vec(
+                "sandbox_runs_waiting",
+                "Runs waiting for a sandbox slot right now, by tenant.",
+                &["tenant"],
+            ),
             sandbox_rejections: counter(
                 "sandbox_rejections_total",
                 "Runs turned away before they started (queue full or wait too long, sandbox unavailable, launch failure).",
@@ -233,6 +245,22 @@ impl Metrics {
         self.sandbox_queue_depth.set(queue_depth as i64);
         self.sandbox_slots.set(slots as i64);
         self.sandbox_ready.set(ready as i64);
+    }
+
+    /// Each tenant's slots held and runs waiting, sampled at scrape time; a
+    /// tenant with neither has no series.
+    pub fn set_slot_use<'a>(&self, by_tenant: impl IntoIterator<Item = (&'a str, usize, usize)>) {
+        self.sandbox_slots_in_use.reset();
+        self.sandbox_runs_waiting.reset();
+        for (tenant, running, waiting) in by_tenant {
+            let label = [tenant];
+            self.sandbox_slots_in_use
+                .with_label_values(&label)
+                .set(running as i64);
+            self.sandbox_runs_waiting
+                .with_label_values(&label)
+                .set(waiting as i64);
+        }
     }
 
     /// `result`: `hit`, `miss` or `bypass` (the `X-Cache` header's values, lower case).

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 pub use reload::{PolicyStore, ReloadStatus};
 
-use crate::sandbox::{SandboxPolicy, KIB};
+use crate::sandbox::{RunShare, SandboxPolicy, KIB};
 
 /// The name of the tenant that exists without any policy file.
 pub const BOOTSTRAP_TENANT: &str = "default";
@@ -48,7 +48,13 @@ impl Tenant {
         Self {
             name: BOOTSTRAP_TENANT.into(),
             disabled: false,
-            sandbox: SandboxPolicy::default(),
+            sandbox: SandboxPolicy {
+                share: RunShare {
+                    group: BOOTSTRAP_TENANT.into(),
+                    max_concurrent_runs: None,
+                },
+                ..SandboxPolicy::default()
+            },
             max_script_bytes: 10 * KIB as usize,
             revision: "builtin".into(),
             source: "built-in".into(),
@@ -152,14 +158,25 @@ impl TenantRegistry {
     }
 
     /// The bootstrap tenant (when it has a key) plus the policy tenants.
+    ///
+    /// A tenant without `spec.sandbox.maxConcurrentRuns` gets the sandbox's
+    /// default share (half of the slots); the only tenant of a server gets
+    /// every slot, as nobody else could use them.
     pub fn new(bootstrap_key: Option<&str>, tenants: Vec<Tenant>) -> Self {
-        let mut registry = Self::default();
+        let mut all = Vec::with_capacity(tenants.len() + 1);
         if let Some(key) = bootstrap_key {
             let mut tenant = Tenant::bootstrap();
             tenant.api_key_hashes = vec![hash_api_key(key)];
-            registry.insert(tenant);
+            all.push(tenant);
         }
-        for tenant in tenants {
+        all.extend(tenants);
+        let alone = all.len() == 1;
+        let mut registry = Self::default();
+        for mut tenant in all {
+            let share = &mut tenant.sandbox.share;
+            if alone && share.max_concurrent_runs.is_none() {
+                share.max_concurrent_runs = Some(usize::MAX);
+            }
             registry.insert(tenant);
         }
         registry
@@ -207,4 +224,27 @@ impl TenantRegistry {
 /// A fresh random API key: 32 bytes of the OS's randomness, hex-encoded.
 pub fn generate_api_key() -> String {
     format!("pyx_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_only_tenant_gets_every_slot_and_two_tenants_get_the_default_share() {
+        let alone = TenantRegistry::with_bootstrap_key("k1");
+        let share = &alone.get(BOOTSTRAP_TENANT).unwrap().sandbox.share;
+        assert_eq!(share.max_concurrent_runs, Some(usize::MAX));
+        let mut other = Tenant::bootstrap();
+        other.name = "other".into();
+        other.sandbox.share.group = "other".into();
+        let two = TenantRegistry::new(Some("k1"), vec![other]);
+        for tenant in two.tenants() {
+            assert_eq!(
+                tenant.sandbox.share.max_concurrent_runs, None,
+                "{}",
+                tenant.name
+            );
+        }
+    }
 }

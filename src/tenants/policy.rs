@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{CachePolicy, JwtPolicy, KeyHash, OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
-use crate::sandbox::{Limits, SandboxMode, SandboxPolicy, KIB, MIB};
+use crate::sandbox::{Limits, RunShare, SandboxMode, SandboxPolicy, KIB, MIB};
 
 pub const API_VERSION: &str = "pyexec.dev/v1";
 pub const KIND: &str = "Tenant";
@@ -128,6 +128,7 @@ struct SandboxSpec {
     #[serde(rename = "fileSizeMiB")]
     file_size_mib: Option<u64>,
     nsjail_config: Option<String>,
+    max_concurrent_runs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,7 +345,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
         )?,
         on_failure,
     };
-    let (sandbox, max_script_bytes) = sandbox_policy(spec.sandbox, ctx)?;
+    let (sandbox, max_script_bytes) = sandbox_policy(spec.sandbox, &name, ctx)?;
     let ttl = match spec.cache.ttl_seconds {
         None => DEFAULT_CACHE_TTL,
         Some(s @ 1..=604_800) => Duration::from_secs(s),
@@ -501,7 +502,11 @@ fn jwt_policy(spec: JwtSpec, base: &Path) -> Result<JwtPolicy, String> {
     })
 }
 
-fn sandbox_policy(spec: SandboxSpec, ctx: &LoadContext) -> Result<(SandboxPolicy, usize), String> {
+fn sandbox_policy(
+    spec: SandboxSpec,
+    tenant: &str,
+    ctx: &LoadContext,
+) -> Result<(SandboxPolicy, usize), String> {
     let defaults = Limits::default();
     let range = |value: Option<u64>, field: &str, min: u64, max: u64, default: u64| match value {
         None => Ok(default),
@@ -571,6 +576,10 @@ fn sandbox_policy(spec: SandboxSpec, ctx: &LoadContext) -> Result<(SandboxPolicy
         MIB,
         DEFAULT_MAX_SCRIPT_BYTES,
     )? as usize;
+    let max_concurrent_runs = spec
+        .max_concurrent_runs
+        .map(|n| range(Some(n), "maxConcurrentRuns", 1, 4096, 1).map(|n| n as usize))
+        .transpose()?;
     let nsjail_config = spec
         .nsjail_config
         .map(|name| nsjail_config_path(&name, ctx))
@@ -580,6 +589,10 @@ fn sandbox_policy(spec: SandboxSpec, ctx: &LoadContext) -> Result<(SandboxPolicy
             mode: spec.mode.unwrap_or_default(),
             limits,
             nsjail_config,
+            share: RunShare {
+                group: tenant.to_string(),
+                max_concurrent_runs,
+            },
         },
         max_script_bytes,
     ))
@@ -669,7 +682,7 @@ mod tests {
     #[test]
     fn a_full_policy_maps_onto_the_tenant() {
         let tenant = parse_doc(&doc(
-            "  rateLimit: {requestsPerSecond: 5, burst: 10}\n  quota: {executionsPerDay: 100, cpuSecondsPerDay: 60}\n  sandbox:\n    mode: cold\n    wallTimeoutMs: 2000\n    cpuSeconds: 2\n    memoryMiB: 64\n    maxPids: 8\n    maxScriptBytes: 2048\n    maxOutputBytes: 4096\n    tmpfsMiB: 4\n  cache: {enabled: true, ttlSeconds: 60}\n",
+            "  rateLimit: {requestsPerSecond: 5, burst: 10}\n  quota: {executionsPerDay: 100, cpuSecondsPerDay: 60}\n  sandbox:\n    mode: cold\n    wallTimeoutMs: 2000\n    cpuSeconds: 2\n    memoryMiB: 64\n    maxPids: 8\n    maxScriptBytes: 2048\n    maxOutputBytes: 4096\n    tmpfsMiB: 4\n    maxConcurrentRuns: 3\n  cache: {enabled: true, ttlSeconds: 60}\n",
         ))
         .unwrap();
         assert_eq!(tenant.name, "acme");
@@ -678,6 +691,8 @@ mod tests {
         assert_eq!(tenant.sandbox.limits.wall_timeout, Duration::from_secs(2));
         assert_eq!(tenant.sandbox.limits.tmpfs_bytes, 4 * MIB);
         assert_eq!(tenant.max_script_bytes, 2048);
+        assert_eq!(tenant.sandbox.share.group, "acme");
+        assert_eq!(tenant.sandbox.share.max_concurrent_runs, Some(3));
         assert_eq!(tenant.rate_limit.unwrap().burst, 10);
         assert_eq!(tenant.quota.executions_per_day, Some(100));
         assert!(tenant.cache.enabled);
@@ -715,6 +730,10 @@ mod tests {
     fn bad_values_name_the_field_and_the_reason() {
         for (spec, field) in [
             ("  sandbox:\n    memoryMiB: 1\n", "spec.sandbox.memoryMiB"),
+            (
+                "  sandbox:\n    maxConcurrentRuns: 0\n",
+                "spec.sandbox.maxConcurrentRuns",
+            ),
             (
                 "  rateLimit: {requestsPerSecond: 0, burst: 1}\n",
                 "spec.rateLimit.requestsPerSecond",
