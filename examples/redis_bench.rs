@@ -177,6 +177,8 @@ async fn gateway(
 ) -> anyhow::Result<String> {
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse()?,
+        operator_listen: "127.0.0.1:0".parse()?,
+        connections: Default::default(),
         max_body_bytes: 1 << 20,
         read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),

@@ -29,8 +29,9 @@ for arg in "$@"; do
 done
 
 packages=(python3 python3-venv ca-certificates)
-# openssl: the tenancy tests make their RSA keys with its CLI.
-[ "$with_rust" = 1 ] && packages+=(gcc make pkg-config curl git openssl)
+# openssl: the tenancy tests make their RSA keys with its CLI; python3-requests:
+# the hostile-client tests send what Python's HTTP clients send.
+[ "$with_rust" = 1 ] && packages+=(gcc make pkg-config curl git openssl python3-requests)
 [ "$with_redis" = 1 ] && packages+=(redis-server)
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::gateway::connection::ConnectionLimits;
 use crate::gateway::redis::RedisSettings;
 use crate::gateway::Stores;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
@@ -83,6 +84,24 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     #[arg(long, env = "PORT", default_value_t = 8080, hide = true)]
     pub port: u16,
+    /// The operator listener: `/metrics` (Prometheus) and `/debug/state`
+    /// (tenants, revisions, zygotes, slots in use). Keep it off the public network.
+    #[arg(long, env = "PYEXEC_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// Open client connections at once; beyond it a few more may ask the
+    /// health probes (anything else gets 503), the rest are closed at once.
+    /// Default: what the process's file descriptor limit leaves room for,
+    /// at most 4096.
+    #[arg(long, env = "PYEXEC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long a response may wait for its client to read more of it, in
+    /// milliseconds, before the connection is closed.
+    #[arg(long, env = "PYEXEC_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+    /// Bytes of large responses (over 16 KiB) held for their clients at
+    /// once; a response that finds no room within the write timeout gets 503.
+    #[arg(long, env = "PYEXEC_RESPONSE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub response_buffer_bytes: usize,
     /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
     #[arg(long, env = "PYEXEC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -117,6 +136,10 @@ impl std::fmt::Debug for ServeArgs {
         f.debug_struct("ServeArgs")
             .field("listen", &self.listen)
             .field("port", &self.port)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("max_connections", &self.max_connections)
+            .field("write_timeout_ms", &self.write_timeout_ms)
+            .field("response_buffer_bytes", &self.response_buffer_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("policies", &self.policies)
             .field("cache_bytes", &self.cache_bytes)
@@ -132,6 +155,9 @@ impl std::fmt::Debug for ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where `/metrics` and `/debug/state` are served.
+    pub operator_listen: SocketAddr,
+    pub connections: ConnectionLimits,
     pub max_body_bytes: usize,
     /// Deadline for a request's headers, and again for its body.
     pub read_timeout: Duration,
@@ -160,6 +186,17 @@ impl ServerConfig {
             (1..=60_000).contains(&args.redis_timeout_ms),
             "--redis-timeout-ms must be from 1 to 60000"
         );
+        anyhow::ensure!(
+            args.max_connections != Some(0),
+            "--max-connections must be at least 1"
+        );
+        let sandbox = args.sandbox.to_config();
+        let mut connections = ConnectionLimits::for_this_process(sandbox.max_concurrent);
+        if let Some(max) = args.max_connections {
+            connections.max_connections = max;
+        }
+        connections.write_timeout = Duration::from_millis(args.write_timeout_ms.max(1));
+        connections.response_buffer_bytes = args.response_buffer_bytes;
         let redis = args
             .redis_url
             .as_ref()
@@ -171,9 +208,11 @@ impl ServerConfig {
             });
         Ok(Self {
             listen,
+            operator_listen: args.metrics_listen,
+            connections,
             max_body_bytes: args.max_body_bytes,
             read_timeout: Duration::from_millis(args.read_timeout_ms.max(1)),
-            sandbox: args.sandbox.to_config(),
+            sandbox,
             bootstrap_api_key: std::env::var("PYEXEC_API_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),

@@ -136,7 +136,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
         let config = ServerConfig::from_args(&args)?;
         let app = Application::build(config).await?;
         let addr = app.local_addr();
-        tracing::info!(%addr, "pyexec listening");
+        let operator_addr = app.operator_addr();
+        tracing::info!(%addr, %operator_addr, "pyexec listening");
         if let Some(key) = &app.generated_api_key {
             eprintln!(
                 "\nNo PYEXEC_API_KEY was set, so this server generated one (shown once):\n\n  {key}\n\nTry it:\n\n  curl -s -X POST http://localhost:{port}/execute \\\n    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '{{\"script\": \"def main():\\n    return {{\\\"hello\\\": \\\"world\\\"}}\"}}'\n",

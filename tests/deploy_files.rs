@@ -291,15 +291,14 @@ fn ports_and_probes_use_8080_and_paths_the_server_serves() {
             paths.insert(path.to_string(), format!("{file} {kind}"));
         }
     }
-    // Prometheus scrape annotations point at the metrics endpoint.
+    // Nothing scrapes the public port: /metrics is on the operator listener.
     for (file, doc) in manifests() {
         let annotations = &doc["spec"]["template"]["metadata"]["annotations"];
-        if let Some(path) = annotations["prometheus.io/path"].as_str() {
-            assert_eq!(annotations["prometheus.io/port"], "8080", "{file}");
-            paths.insert(path.to_string(), format!("{file} scrape annotation"));
-        }
+        assert!(
+            annotations["prometheus.io/port"].is_null(),
+            "{file}: a scrape annotation on the public port"
+        );
     }
-    assert!(paths.contains_key("/metrics"), "nothing scrapes /metrics");
 
     let server = common::TestServer::start(common::server_config(), false);
     for (path, used_by) in &paths {
@@ -393,6 +392,39 @@ fn policies_are_mounted_where_pyexec_policies_points() {
             .any(|m| m["mountPath"] == dir);
         assert!(mounted, "{file}: nothing is mounted at {dir}");
     }
+}
+
+/// The collector scrapes pyexec's operator listener where pyexec serves it
+/// (the default `--metrics-listen` unless a manifest moves it), and that
+/// listener really answers `/metrics` with Prometheus text.
+#[test]
+fn the_collector_scrapes_the_operator_listener() {
+    let config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_path("deploy/otel-collector.yaml")).unwrap(),
+    )
+    .unwrap();
+    let scrape = &config["receivers"]["prometheus"]["config"]["scrape_configs"][0];
+    assert_eq!(scrape["metrics_path"], "/metrics");
+    let target = scrape["static_configs"][0]["targets"][0].as_str().unwrap();
+    let pipeline = &config["service"]["pipelines"]["metrics"];
+    assert_eq!(pipeline["receivers"][0], "prometheus");
+    let default_listen = "127.0.0.1:9464";
+    for (file, container) in pyexec_containers() {
+        let listen = env_value(&container, "PYEXEC_METRICS_LISTEN").unwrap_or(default_listen);
+        let port = |addr: &str| addr.rsplit(':').next().unwrap().to_string();
+        assert_eq!(
+            port(listen),
+            port(target),
+            "{file}: the collector scrapes {target}"
+        );
+    }
+    let server = common::TestServer::start(common::server_config(), false);
+    let response = common::get_status_blocking(&server.ops_url("/metrics"));
+    assert_eq!(response, Some(200));
+    assert_eq!(
+        common::get_status_blocking(&server.url("/metrics")),
+        Some(404)
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Hostile HTTP clients against a real server: slow headers and bodies, huge
-//! headers, absurdly nested JSON. Each must end in a clean answer or a closed
+//! headers, absurdly nested JSON, connections that never speak or never
+//! read, more connections than the server takes, bodies sent whole before
+//! the answer is read. Each must end in a clean answer or a closed
 //! connection, and other clients must be served meanwhile. (Oversized and
 //! chunked bodies and invalid UTF-8 are in execute_api.rs.)
 
@@ -7,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{server, server_config, TestServer, API_KEY};
+use common::{sample, server, server_config, SpawnOptions, SpawnedServer, TestServer, API_KEY};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -156,4 +158,254 @@ async fn a_200000_deep_json_body_is_a_400_not_a_stack_overflow() {
         .execute(json!({"script": "def main():\n    return 'alive'"}))
         .await;
     assert_eq!(r.assert_ok(), "alive");
+}
+
+/// What the operator listener counts for one series.
+async fn metric(server: &TestServer, series: &str) -> f64 {
+    sample(&server.scrape().await, series)
+}
+
+/// A raw `POST /execute` of `script` with the suite's key, uncached.
+fn execute_request(script: &str) -> Vec<u8> {
+    let body = json!({"script": script, "cache": false}).to_string();
+    format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn connections_that_never_start_a_request_are_closed() {
+    let server = impatient_server();
+    let closed = "pyexec_http_connections_closed_total{reason=\"first-request-timeout\"}";
+    let before = metric(&server, closed).await;
+    let mut silent = TcpStream::connect(addr(&server)).await.unwrap();
+    let mut preface_only = TcpStream::connect(addr(&server)).await.unwrap();
+    // The HTTP/2 client preface and an empty SETTINGS frame, then nothing.
+    preface_only
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut half_header = TcpStream::connect(addr(&server)).await.unwrap();
+    half_header
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut kept_alive = TcpStream::connect(addr(&server)).await.unwrap();
+    kept_alive
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_serves(&server).await;
+    assert_eq!(read_until_closed(&mut silent).await, "");
+    let settings = read_until_closed(&mut preface_only).await;
+    assert!(
+        !settings.contains("HTTP/1.1"),
+        "answered as HTTP/2: {settings:?}"
+    );
+    let answer = read_until_closed(&mut half_header).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    let answer = read_until_closed(&mut kept_alive).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "served once, then closed idle: {answer}"
+    );
+    assert!(
+        metric(&server, closed).await >= before + 2.0,
+        "the silent and the preface-only connections are counted"
+    );
+    assert_serves(&server).await;
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_probes_answer_and_everything_else_is_refused() {
+    let mut config = server_config();
+    config.connections.max_connections = 4;
+    let server = TestServer::start(config, true);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(addr(&server)).await.unwrap());
+    }
+    // Accepted in order: once the fourth has a task, the cap is reached.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let livez = server
+        .client
+        .get(server.url("/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(livez.status(), 200, "probes answer past the cap");
+    assert_eq!(livez.headers()["connection"], "close");
+    let refused = server.run("def main():\n    return 1").await;
+    refused.assert_problem(503, "unavailable");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("connection limit"), "{detail}");
+    // Past the probe lane too: closed at once, without a word.
+    for _ in 0..pyexec::gateway::connection::PROBE_LANE {
+        held.push(TcpStream::connect(addr(&server)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed_at_once = "pyexec_http_connections_refused_total{reason=\"closed\"}";
+    let before = metric(&server, closed_at_once).await;
+    let mut beyond = TcpStream::connect(addr(&server)).await.unwrap();
+    assert_eq!(read_until_closed(&mut beyond).await, "");
+    assert!(metric(&server, closed_at_once).await > before);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_serves(&server).await;
+}
+
+#[tokio::test]
+async fn a_response_its_client_never_reads_is_dropped_after_the_write_timeout() {
+    let policies = common::PolicyDir::new();
+    policies.write(
+        "big",
+        &common::tenant_yaml("big", API_KEY, "  sandbox: {maxOutputBytes: 33554432}\n"),
+    );
+    let mut config = common::policy_server_config(policies.path());
+    config.connections.write_timeout = Duration::from_secs(1);
+    let server = TestServer::start(config, true);
+    let closed = "pyexec_http_connections_closed_total{reason=\"write-timeout\"}";
+    let before = metric(&server, closed).await;
+    // 24 MiB: more than the kernel's socket buffers on both sides hold.
+    let script = "import sys\ndef main():\n    sys.stdout.write('x' * (24 << 20))\n    return 1";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket
+        .connect(addr(&server).parse().unwrap())
+        .await
+        .unwrap();
+    reader.write_all(&execute_request(script)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while metric(&server, closed).await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled response was never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = read_until_closed(&mut reader).await;
+    assert!(
+        received.starts_with("HTTP/1.1 200"),
+        "{}",
+        &received[..received.len().min(200)]
+    );
+    assert!(received.len() < 24 << 20, "cut off before the end");
+    assert_serves(&server).await;
+}
+
+/// Reads the gateway's own resident memory (not its sandboxes').
+fn rss_mib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test]
+async fn clients_that_never_read_large_responses_cost_a_bounded_amount_of_memory() {
+    const BUDGET_MIB: f64 = 4.0;
+    // Allocator slack and the answers being built: each run's capture, its
+    // text and its JSON, on every slot at once.
+    const SLACK_MIB: f64 = 32.0;
+    let budget = (BUDGET_MIB as usize * 1024 * 1024).to_string();
+    let server = SpawnedServer::start_with(SpawnOptions {
+        envs: &[
+            ("PYEXEC_RESPONSE_BUFFER_BYTES", &budget),
+            ("PYEXEC_WRITE_TIMEOUT_MS", "3000"),
+        ],
+        ..SpawnOptions::default()
+    });
+    let api = &server.api;
+    assert_serves(api).await;
+    let baseline = rss_mib(server.pid());
+    // 1 MiB of \x01 would be 6 MiB of JSON; the cap counts the escapes.
+    let script = "import sys\ndef main():\n    sys.stdout.write('\\x01' * (1 << 20))\n    return 1";
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr(api).parse().unwrap()).await.unwrap();
+        client.write_all(&execute_request(script)).await.unwrap();
+        clients.push(client);
+    }
+    let answered = r#"pyexec_http_requests_total{route="/execute",status="200",tenant="default"}"#;
+    let busy = r#"pyexec_http_requests_total{route="/execute",status="503",tenant="default"}"#;
+    let mut peak = baseline;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        peak = peak.max(rss_mib(server.pid()));
+        let text = api.scrape().await;
+        if sample(&text, answered) + sample(&text, busy) >= 17.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 16 requests were never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        peak = peak.max(rss_mib(server.pid()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "gateway RSS: {baseline:.1} MiB before, {peak:.1} MiB at most with 16 clients not reading"
+    );
+    assert!(
+        peak - baseline < BUDGET_MIB + SLACK_MIB,
+        "16 clients that never read grew the gateway by {:.1} MiB",
+        peak - baseline
+    );
+    for mut client in clients {
+        let answer = read_until_closed(&mut client).await;
+        assert!(
+            answer.is_empty()
+                || answer.starts_with("HTTP/1.1 200")
+                || answer.starts_with("HTTP/1.1 503"),
+            "{}",
+            &answer[..answer.len().min(200)]
+        );
+    }
+    assert_serves(api).await;
+}
+
+#[tokio::test]
+async fn python_clients_that_send_the_whole_body_first_see_the_413() {
+    let url = server().url("/execute");
+    let program = format!(
+        r#"
+import sys, urllib.error, urllib.request, requests
+body = b"x" * (64 << 20)
+headers = {{"Authorization": "Bearer {API_KEY}", "Content-Type": "application/json"}}
+try:
+    urllib.request.urlopen(urllib.request.Request("{url}", data=body, headers=headers), timeout=60)
+    print("urllib 200")
+except urllib.error.HTTPError as e:
+    print("urllib", e.code)
+print("requests", requests.post("{url}", data=body, headers=headers, timeout=60).status_code)
+"#
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-c", &program])
+            .output()
+            .expect("Debian's python3 runs (scripts/setup.sh installs python3-requests)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["urllib 413", "requests 413"],
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

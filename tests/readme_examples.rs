@@ -222,7 +222,11 @@ fn every_curl_example_in_the_readme_works_against_a_live_server() {
         "the printed curl line answered {stdout}"
     );
 
-    let envs = [("PYEXEC_URL", url.as_str()), ("KEY", key.as_str())];
+    let envs = [
+        ("PYEXEC_URL", url.as_str()),
+        ("KEY", key.as_str()),
+        ("PYEXEC_OPS_URL", server.api.ops_base.as_str()),
+    ];
     for (block, expected) in &examples {
         let (ok, stdout, stderr) = run_bash(scratch.path(), &state, &envs, &block.body);
         let context = format!(

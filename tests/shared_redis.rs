@@ -48,7 +48,7 @@ async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, probe: impl Fn
 }
 
 async fn redis_health(server: &TestServer) -> Value {
-    server.health().await["redis"].clone()
+    server.debug_state().await["redis"].clone()
 }
 
 /// Roomy limits, so that only Redis's state decides what happens.
@@ -255,7 +255,7 @@ async fn a_result_cached_by_one_replica_is_a_hit_on_the_other_never_for_another_
     assert_eq!(other_a.assert_ok()["nonce"], other.body["result"]["nonce"]);
 
     // The keys are namespaced by tenant and policy revision.
-    let revision = a.health().await["policies"]["tenants"]["alpha"]
+    let revision = a.debug_state().await["policies"]["tenants"]["alpha"]
         .as_str()
         .unwrap()
         .to_string();
@@ -282,6 +282,7 @@ async fn a_result_cached_by_one_replica_is_a_hit_on_the_other_never_for_another_
     assert_eq!(health["redis"]["available"], true);
     assert_eq!(health["cache"]["shared"], true);
     assert!(!health.to_string().contains(password));
+    assert!(!a.debug_state().await.to_string().contains(password));
 }
 
 #[tokio::test]
@@ -361,15 +362,7 @@ async fn fail_closed_tenants_get_503_while_redis_is_down_and_recover_when_it_ret
     assert_eq!(health["available"], false);
     assert!(health["refused"].as_u64().unwrap() >= 2);
     // The same counters reach Prometheus.
-    let metrics = a
-        .client
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.scrape().await;
     assert!(
         metrics.contains("pyexec_redis{state=\"available\"} 0"),
         "{metrics}"
@@ -411,7 +404,7 @@ async fn replicas_share_state_over_tls_with_a_password() {
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     assert_eq!(hit.assert_ok(), miss.assert_ok());
     assert!(hit.header("ratelimit").unwrap().contains("\"daily\";r=4;"));
-    let health = b.health().await;
+    let health = b.debug_state().await;
     assert_eq!(health["redis"]["tls"], true);
     assert_eq!(health["redis"]["failures"], 0);
     assert!(!health.to_string().contains(password));

@@ -397,27 +397,6 @@ async fn log_lines_are_json_with_severity_message_and_the_cloud_logging_trace_fi
 }
 
 /// The value of one sample in Prometheus text, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn scrape(server: &SpawnedServer) -> String {
-    let response = server
-        .api
-        .client
-        .get(server.api.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
-    response.text().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_tenant_and_status_and_runs_by_outcome() {
@@ -425,7 +404,7 @@ async fn metrics_count_requests_by_tenant_and_status_and_runs_by_outcome() {
     let ok = r#"pyexec_http_requests_total{route="/execute",status="200",tenant="default"}"#;
     let unauthorized = r#"pyexec_http_requests_total{route="/execute",status="401",tenant="-"}"#;
     let bypass = r#"pyexec_cache_requests_total{result="bypass",tenant="default"}"#;
-    let before = scrape(&server).await;
+    let before = server.api.scrape().await;
     assert!(before.contains("pyexec_sandbox_ready 1"));
 
     server
@@ -444,18 +423,24 @@ async fn metrics_count_requests_by_tenant_and_status_and_runs_by_outcome() {
         .await
         .assert_problem(422, "runtime-error");
 
-    let after = scrape(&server).await;
-    assert_eq!(sample(&after, ok), sample(&before, ok) + 1.0);
+    let after = server.api.scrape().await;
     assert_eq!(
-        sample(&after, unauthorized),
-        sample(&before, unauthorized) + 1.0
+        common::sample(&after, ok),
+        common::sample(&before, ok) + 1.0
     );
-    assert_eq!(sample(&after, bypass), sample(&before, bypass) + 2.0);
+    assert_eq!(
+        common::sample(&after, unauthorized),
+        common::sample(&before, unauthorized) + 1.0
+    );
+    assert_eq!(
+        common::sample(&after, bypass),
+        common::sample(&before, bypass) + 2.0
+    );
     let runs = |text: &str, outcome: &str| -> f64 {
         ["warm", "cold"]
             .iter()
             .map(|mode| {
-                sample(
+                common::sample(
                     text,
                     &format!(
                         r#"pyexec_sandbox_run_duration_seconds_count{{mode="{mode}",outcome="{outcome}"}}"#
@@ -504,7 +489,7 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
     // SIGTERM only once the script is running in its jail.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = scrape(&server).await;
+        let text = server.api.scrape().await;
         let running = runs_in_progress(&text);
         if running >= 1.0 {
             break;
@@ -550,8 +535,8 @@ async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sample(&scrape(&server).await, "pyexec_http_requests_in_flight") < 2.0 {
-        // 2: the /execute in flight and this scrape itself.
+    while common::sample(&server.api.scrape().await, "pyexec_http_requests_in_flight") < 1.0 {
+        // The /execute in flight (scrapes on the operator listener are not counted).
         assert!(Instant::now() < deadline, "the run never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -603,11 +588,11 @@ async fn a_request_whose_client_goes_away_is_counted_and_leaves_no_run_in_progre
     let closed = r#"pyexec_http_requests_total{route="/execute",status="499",tenant="default"}"#;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = scrape(&server).await;
+        let text = server.api.scrape().await;
         let running = runs_in_progress(&text);
-        if sample(&text, closed) == 1.0 && running == 0.0 {
-            // Only this scrape is in flight.
-            assert_eq!(sample(&text, "pyexec_http_requests_in_flight"), 1.0);
+        if common::sample(&text, closed) == 1.0 && running == 0.0 {
+            // Nothing is in flight (the scrape is on the operator listener).
+            assert_eq!(common::sample(&text, "pyexec_http_requests_in_flight"), 0.0);
             break;
         }
         assert!(
@@ -623,7 +608,7 @@ fn runs_in_progress(metrics: &str) -> f64 {
     ["warm", "cold"]
         .iter()
         .map(|mode| {
-            sample(
+            common::sample(
                 metrics,
                 &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{mode}"}}"#),
             )

@@ -503,7 +503,7 @@ async fn hot_reload_changes_a_limit_without_restart_and_a_broken_file_keeps_the_
     // passes whatever the pause.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        server.health().await["policies"]["reloads"],
+        server.debug_state().await["policies"]["reloads"],
         policies["reloads"],
         "the watcher reacts to its own reads"
     );
@@ -551,10 +551,10 @@ async fn each_tenant_gets_its_own_memory_limit() {
 }
 
 #[tokio::test]
-async fn health_reports_each_policy_revision() {
+async fn the_operator_listener_reports_each_policy_revision() {
     let dir = auth_policies();
     let server = TestServer::start(policy_server_config(dir.path()), false);
-    let health = server.health().await;
+    let health = server.debug_state().await;
     let tenants = health["policies"]["tenants"].as_object().unwrap();
     assert_eq!(tenants.len(), 3);
     assert_eq!(tenants["alpha"].as_str().unwrap().len(), 16);
@@ -626,7 +626,7 @@ async fn sighup_reloads_what_the_watcher_cannot_see() {
         .await
         .assert_ok();
 
-    let reloads = server.health().await["policies"]["reloads"]
+    let reloads = server.debug_state().await["policies"]["reloads"]
         .as_u64()
         .unwrap();
     dir.write_file("secrets/hs.secret", new_secret.as_bytes());
@@ -724,4 +724,146 @@ async fn a_tenant_holding_all_its_slots_does_not_make_another_tenant_wait() {
             "the greedy tenant's runs all finish in turn"
         );
     }
+}
+
+#[tokio::test]
+async fn the_public_port_names_no_tenant_revision_pid_or_policy_value() {
+    // File names differ from tenant names: `/health` may name the file of
+    // a rejected reload, never a tenant.
+    let dir = PolicyDir::new();
+    dir.write("t1", &tenant_yaml("zebra-corp", ALPHA_KEY, ""));
+    dir.write("t2", &tenant_yaml("yak-labs", BETA_KEY, ""));
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    server
+        .execute_with_key(json!({"script": OK_SCRIPT, "cache": false}), ALPHA_KEY)
+        .await
+        .assert_ok();
+    let state = server.debug_state().await;
+    let secret = "pyx_live_0123456789SECRETabcdef";
+    let mut private: Vec<String> = vec![
+        "zebra-corp".into(),
+        "yak-labs".into(),
+        secret.into(),
+        "SECRET".into(),
+    ];
+    private.push(state["policies"]["revision"].as_str().unwrap().into());
+    for revision in state["policies"]["tenants"].as_object().unwrap().values() {
+        private.push(revision.as_str().unwrap().into());
+    }
+    for pid in state["sandbox"]["warm_pool"]["zygote_pids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        private.push(pid.to_string());
+    }
+    let public = |path: &'static str| {
+        let server = &server;
+        async move {
+            let response = server.client.get(server.url(path)).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let assert_nothing_private = |what: &str, text: &str| {
+        for secret in &private {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret}: {text}"
+            );
+        }
+    };
+    for path in ["/health", "/livez", "/readyz"] {
+        let (status, text) = public(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_nothing_private(path, &text);
+    }
+    assert_eq!(
+        public("/metrics").await.0,
+        404,
+        "metrics are not on the public port"
+    );
+    let metrics = server.scrape().await;
+    assert!(
+        metrics.contains("tenant=\"zebra-corp\""),
+        "the operator sees tenants"
+    );
+
+    // A pasted key where a hash belongs: the reload is rejected, and the
+    // public side names the file and the field, never the value.
+    dir.write(
+        "t1",
+        &format!(
+            "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: zebra-corp\nspec:\n  auth:\n    apiKeys:\n      - sha256: {secret}\n"
+        ),
+    );
+    let policies = server
+        .wait_for_policies(|p| !p["last_error"].as_array().unwrap().is_empty())
+        .await;
+    assert!(policies.to_string().contains("t1.yaml"), "{policies}");
+    let health: Value = serde_json::from_str(&public("/health").await.1).unwrap();
+    let last_reload = health["policies"]["last_reload"].as_str().unwrap();
+    assert!(
+        last_reload.starts_with("policy reload rejected: t1.yaml: spec.auth.apiKeys"),
+        "{last_reload}"
+    );
+    assert_nothing_private("/health after a rejected reload", &health.to_string());
+    // An unknown tenant's key is answered as any other bad key.
+    let unknown = server
+        .execute_with_key(ok_body(), "pyx_no_such_tenant_key")
+        .await;
+    let bad = server.execute_with_key(ok_body(), "garbage").await;
+    assert_eq!((unknown.status, bad.status), (401, 401));
+    assert_eq!(unknown.body["detail"], bad.body["detail"]);
+}
+
+#[tokio::test]
+async fn runs_the_sandbox_could_not_start_are_handed_back_to_the_quota() {
+    // A tenant whose extra nsjail config binds a path that does not exist:
+    // every one of its jails fails to build, which is not its script's doing.
+    let nsjail_dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::repo_path("nsjail")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), nsjail_dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::write(
+        nsjail_dir.path().join("broken.cfg"),
+        "mount {\n  src: \"/nonexistent-pyexec-test-path\"\n  dst: \"/broken\"\n  is_bind: true\n}\n",
+    )
+    .unwrap();
+    let dir = PolicyDir::new();
+    dir.write(
+        "alpha",
+        &tenant_yaml(
+            "alpha",
+            ALPHA_KEY,
+            "  quota: {executionsPerDay: 1}\n  sandbox: {nsjailConfig: broken.cfg}\n",
+        ),
+    );
+    let mut config = policy_server_config(dir.path());
+    config.sandbox.nsjail_dir = nsjail_dir.path().to_path_buf();
+    let server = TestServer::start(config, true);
+    let body = json!({"script": OK_SCRIPT, "cache": false});
+    for _ in 0..3 {
+        let r = server.execute_with_key(body.clone(), ALPHA_KEY).await;
+        r.assert_problem(503, "unavailable");
+    }
+    // Mended: the one execution of the day is still there, then used up.
+    let before = server.policy_revision().await;
+    dir.write(
+        "alpha",
+        &tenant_yaml("alpha", ALPHA_KEY, "  quota: {executionsPerDay: 1}\n"),
+    );
+    server
+        .wait_for_policies(|p| p["revision"].as_str() != Some(before.as_str()))
+        .await;
+    server
+        .execute_with_key(body.clone(), ALPHA_KEY)
+        .await
+        .assert_ok();
+    server
+        .execute_with_key(body, ALPHA_KEY)
+        .await
+        .assert_problem(429, "quota-exceeded");
 }

@@ -25,7 +25,8 @@ fn warm_server() -> &'static TestServer {
 async fn the_warm_self_test_passes_and_a_zygote_is_running() {
     let health = warm_server().health().await;
     assert_eq!(health["sandbox"]["warm_self_test"]["state"], "passed");
-    assert_eq!(health["sandbox"]["warm_pool"]["zygotes"], 1);
+    let state = warm_server().debug_state().await;
+    assert_eq!(state["sandbox"]["warm_pool"]["zygotes"], 1);
 }
 
 #[tokio::test]
@@ -113,7 +114,7 @@ def main():
 #[tokio::test]
 async fn a_killed_zygote_costs_no_later_request() {
     let server = TestServer::start(warm_config(), true);
-    let before = server.health().await;
+    let before = server.debug_state().await;
     let pid = before["sandbox"]["warm_pool"]["zygote_pids"][0]
         .as_i64()
         .unwrap();
@@ -128,7 +129,8 @@ async fn a_killed_zygote_costs_no_later_request() {
     let mut answers = Vec::new();
     for _ in 0..40 {
         answers.push(server.run("def main():\n    return 'served'").await);
-        let started = server.health().await["sandbox"]["warm_pool"]["zygotes_started"].as_u64();
+        let started =
+            server.debug_state().await["sandbox"]["warm_pool"]["zygotes_started"].as_u64();
         if answers.len() >= 3 && started >= Some(2) {
             break;
         }
@@ -138,7 +140,7 @@ async fn a_killed_zygote_costs_no_later_request() {
         assert_eq!(r.assert_ok(), "served");
     }
     assert!(answers[0].status == 200 || answers[0].status == 503);
-    let after = server.health().await;
+    let after = server.debug_state().await;
     let pool = &after["sandbox"]["warm_pool"];
     assert!(pool["zygotes_started"].as_u64().unwrap() >= 2, "{pool}");
     assert_ne!(pool["zygote_pids"][0].as_i64().unwrap(), pid);
@@ -155,7 +157,7 @@ async fn zygotes_are_recycled_after_their_run_budget() {
             .await;
         assert_eq!(r.assert_ok(), &json!(i));
     }
-    let pool = server.health().await["sandbox"]["warm_pool"].clone();
+    let pool = server.debug_state().await["sandbox"]["warm_pool"].clone();
     assert!(pool["zygotes_started"].as_u64().unwrap() >= 3, "{pool}");
     assert_eq!(pool["zygote_failures"], 0, "{pool}");
 }
@@ -211,7 +213,7 @@ async fn runners_made_for_waiting_requests_are_as_fresh_as_any() {
                 "a draw repeated: {result}"
             );
         }
-        let pool = server.health().await["sandbox"]["warm_pool"].clone();
+        let pool = server.debug_state().await["sandbox"]["warm_pool"].clone();
         if pool["runs_that_waited_for_a_runner"].as_u64().unwrap() > 0 {
             return;
         }

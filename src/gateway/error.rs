@@ -137,7 +137,7 @@ impl ApiError {
             | ApiError::QuotaExceeded { detail, .. }
             | ApiError::Unavailable { detail, .. } => detail.clone(),
             ApiError::NotFound => {
-                "No such endpoint: the API is POST /execute, GET /health, /livez, /readyz, /metrics and /openapi.json."
+                "No such endpoint: the API is POST /execute, GET /health, /livez, /readyz and /openapi.json."
                     .into()
             }
             ApiError::Internal(_) => {

@@ -1,5 +1,6 @@
-//! `GET /metrics`: Prometheus text format, no auth (scrapers sit inside the
-//! platform; nothing in it names a script, key or client).
+//! `GET /metrics` on the operator listener: Prometheus text format, no auth
+//! (the listener is for the platform's scraper, never the public port; the
+//! series name tenants, never a script, key or client).
 
 use axum::extract::State;
 use axum::http::header;
@@ -8,8 +9,6 @@ use axum::response::IntoResponse;
 use super::AppState;
 use crate::telemetry;
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text format.", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = telemetry::metrics();
     // Sampled now, so the gauges are never stale.

@@ -2,11 +2,13 @@
 
 mod auth;
 pub mod cache;
+pub mod connection;
 pub mod error;
 mod execute;
 mod health;
 mod metrics;
 pub mod openapi;
+mod operator;
 pub mod quota;
 pub mod ratelimit;
 pub mod redis;
@@ -20,13 +22,10 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,6 +39,7 @@ use crate::sandbox::Sandbox;
 use crate::tenants::policy::LoadContext;
 use crate::tenants::PolicyStore;
 use cache::ResultCache;
+use connection::{ConnectionLimits, Server, OPERATOR_MAX_CONNECTIONS};
 use quota::{InMemoryQuotaStore, QuotaStore};
 use ratelimit::{InMemoryRateStore, RateStore};
 use redis::{RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore};
@@ -97,8 +97,10 @@ impl std::fmt::Debug for Stores {
 /// port; `serve` builds it on the configured address.
 pub struct Application {
     listener: TcpListener,
+    operator_listener: TcpListener,
     router: Router,
     state: AppState,
+    connections: ConnectionLimits,
     /// The bootstrap key when the server generated it (to print once).
     pub generated_api_key: Option<String>,
 }
@@ -149,7 +151,8 @@ impl Application {
             read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),
         };
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = bind(config.listen, "--listen").await?;
+        let operator_listener = bind(config.operator_listen, "--metrics-listen").await?;
         // The self-test runs in the background: /livez answers at once and
         // /readyz turns 200 when the real jail has run a script.
         tokio::spawn(async move {
@@ -158,7 +161,9 @@ impl Application {
         Ok(Self {
             router: router(state.clone()),
             listener,
+            operator_listener,
             state,
+            connections: config.connections,
             generated_api_key: generated,
         })
     }
@@ -173,79 +178,73 @@ impl Application {
         self.local_addr().port()
     }
 
+    /// Where `/metrics` and `/debug/state` are served.
+    pub fn operator_addr(&self) -> SocketAddr {
+        self.operator_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
     pub fn sandbox(&self) -> Arc<Sandbox> {
         self.state.sandbox.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, marks the
     /// server as draining (so /readyz turns 503) and lets in-flight requests
-    /// finish for at most [`DRAIN_TIMEOUT`].
-    ///
-    /// hyper is driven directly rather than through `axum::serve`, which sets
-    /// no timer: without one a client that trickles its headers a byte at a
-    /// time holds its connection (and a task) forever. Here the headers must
-    /// arrive within `read_timeout`, and the body handler applies the same
-    /// deadline to the body.
+    /// finish for at most [`DRAIN_TIMEOUT`]. The operator listener serves
+    /// until the drain is over.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.state.read_timeout);
-        builder.http2().timer(TokioTimer::new());
-        let service = TowerToHyperService::new(self.router);
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        // Small JSON responses: without TCP_NODELAY, Nagle's
-                        // algorithm and the client's delayed ACK add tens of
-                        // milliseconds to keep-alive requests.
-                        let _ = stream.set_nodelay(true);
-                        stream
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: the listener
-                        // itself is fine, so wait a moment and go on.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                // A client that hangs up or sends garbage ends its own connection.
-                let _ = connection.await;
-            });
-        }
-        self.state.draining.store(true, Ordering::SeqCst);
-        tracing::info!("shutting down: no new connections, finishing in-flight runs");
-        drop(self.listener);
-        // hyper waits for every connection without a limit; the platform does
-        // not (Cloud Run kills 10 s after SIGTERM), and spans must be flushed
-        // before that.
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let public = Server::new(
+            self.listener,
+            self.router,
+            &self.connections,
+            self.state.read_timeout,
+            true,
+        );
+        let operator_limits = ConnectionLimits {
+            max_connections: OPERATOR_MAX_CONNECTIONS,
+            ..self.connections.clone()
+        };
+        let operator = Server::new(
+            self.operator_listener,
+            operator::router(self.state.clone()),
+            &operator_limits,
+            self.state.read_timeout,
+            false,
+        );
+        let (stop_public, stopped) = watch::channel(false);
+        let (stop_operator, operator_stopped) = watch::channel(false);
+        let operator = tokio::spawn(operator.run(operator_stopped, Duration::from_millis(100)));
+        let draining = self.state.draining.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: no new connections, finishing in-flight runs");
+            let _ = stop_public.send(true);
+        });
+        // hyper would wait for every connection without a limit; the
+        // platform does not (Cloud Run kills 10 s after SIGTERM), and spans
+        // must be flushed before that.
+        if !public.run(stopped, DRAIN_TIMEOUT).await {
             tracing::warn!(
                 timeout_s = DRAIN_TIMEOUT.as_secs(),
                 "in-flight requests did not finish in time; stopping anyway"
             );
         }
+        let _ = stop_operator.send(true);
+        let _ = operator.await;
         self.state.sandbox.shutdown().await;
         Ok(())
     }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}"))
 }
 
 /// How long in-flight runs may finish after SIGTERM (Cloud Run gives 10 s;
@@ -260,7 +259,6 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::health))
         .routes(routes!(health::livez))
         .routes(routes!(health::readyz))
-        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi::openapi_json))
 }
 
@@ -281,6 +279,13 @@ pub fn router(state: AppState) -> Router {
             crate::telemetry::request::trace_request,
         ))
         .layer(middleware::from_fn(request_id))
+        // A bug that panics answers 500 (and is logged) instead of ending
+        // its connection's task mid-request.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a request handler panicked".into()).into_response()
+            },
+        ))
         .with_state(state)
 }
 

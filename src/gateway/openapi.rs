@@ -33,7 +33,7 @@ Errors are RFC 9457 `application/problem+json`.",
     components(schemas(ExecuteBody, ExecuteResult, Problem, HealthBody, StatusBody)),
     modifiers(&BearerAuth),
     tags((name = "execute", description = "Run a script"),
-         (name = "operations", description = "Health, probes, metrics and this document"))
+         (name = "operations", description = "Health, probes and this document (metrics are on the operator listener)"))
 )]
 pub struct ApiDoc;
 
@@ -119,11 +119,15 @@ pub struct HealthBody {
     /// Self-test state, problems with their fixes, slots, queue depth.
     #[schema(value_type = Object)]
     sandbox: serde_json::Value,
-    /// Combined and per-tenant revisions, reloads, last reload error.
+    /// `last_reload`: `ok`, or `policy reload rejected: <file>: <field>`.
     #[schema(value_type = Object)]
     policies: serde_json::Value,
+    /// Whether results are cached here and shared through Redis.
     #[schema(value_type = Object)]
     cache: serde_json::Value,
+    /// Whether Redis is configured and answers.
+    #[schema(value_type = Object)]
+    redis: serde_json::Value,
 }
 
 /// `GET /livez` and `GET /readyz`.

@@ -77,6 +77,26 @@ impl Drop for SlotPermit {
     }
 }
 
+/// A place in a group's queue: left when the wait ends without a permit,
+/// by timeout or because the waiting request itself was dropped (its client
+/// went away), so abandoned waits never keep the queue full.
+struct Wait<'a> {
+    slots: &'a Arc<Slots>,
+    group: &'a str,
+    receiver: Option<oneshot::Receiver<SlotPermit>>,
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(receiver) = self.receiver.take() {
+            // First, so the sender sees it closed; a permit sent just as
+            // the wait ended is dropped with it and hands the slot on.
+            drop(receiver);
+            self.slots.forget_abandoned(self.group);
+        }
+    }
+}
+
 impl Slots {
     pub fn new(total: usize, max_queued: usize, queue_timeout: Duration) -> Arc<Self> {
         let total = total.max(1);
@@ -125,7 +145,9 @@ impl Slots {
     /// A group's part of the queue: the queue shared out as its slots are,
     /// so that groups at their limits together fill it at most.
     fn queue_share(&self, cap: usize) -> usize {
-        (self.max_queued * cap / self.total).max(1)
+        (self.max_queued * cap / self.total)
+            .max(1)
+            .min(self.max_queued)
     }
 
     /// A slot for `share` now if its group is under its cap and nobody of
@@ -142,7 +164,12 @@ impl Slots {
                 state.free -= 1;
                 return Ok(self.permit(&share.group));
             }
-            if group.queue.len() >= self.queue_share(cap) || state.waiting >= self.max_queued {
+            // The whole queue bounds groups that already wait; a group with
+            // nothing queued may always queue one (unless there is no queue),
+            // so two busy groups cannot shut a third out; the queue
+            // overshoots by one per group at most.
+            let queue_full = !group.queue.is_empty() && state.waiting >= self.max_queued;
+            if group.queue.len() >= self.queue_share(cap) || queue_full {
                 if group.running == 0 && group.queue.is_empty() {
                     state.groups.remove(&share.group);
                 }
@@ -157,14 +184,18 @@ impl Slots {
             }
             receiver
         };
+        let mut wait = Wait {
+            slots: self,
+            group: &share.group,
+            receiver: Some(receiver),
+        };
+        let receiver = wait.receiver.as_mut().expect("just set");
         match tokio::time::timeout(self.queue_timeout, receiver).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // A permit sent just as the wait ended is dropped with the
-            // receiver, and its drop hands the slot on.
-            _ => {
-                self.forget_abandoned(&share.group);
-                Err(Refused::TimedOut)
+            Ok(Ok(permit)) => {
+                wait.receiver = None;
+                Ok(permit)
             }
+            _ => Err(Refused::TimedOut),
         }
     }
 
@@ -332,6 +363,45 @@ mod tests {
             order.push(order_rx.recv().await.unwrap());
         }
         assert_eq!(order, ["a", "b", "a", "a"], "b is served second, not last");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_leaves_the_queue_and_two_busy_groups_leave_room_for_a_third() {
+        let slots = Slots::new(2, 2, Duration::from_secs(60));
+        let (a, b, c) = (
+            share("a", Some(1)),
+            share("b", Some(1)),
+            share("c", Some(1)),
+        );
+        let _running = [
+            slots.acquire(&a).await.unwrap(),
+            slots.acquire(&b).await.unwrap(),
+        ];
+        let waits: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|s| {
+                let (slots, s) = (slots.clone(), s.clone());
+                tokio::spawn(async move { slots.acquire(&s).await.map(|_| ()) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(slots.queue_depth(), 2, "a and b fill the whole queue");
+        let third = tokio::spawn({
+            let (slots, c) = (slots.clone(), c.clone());
+            async move { slots.acquire(&c).await.map(|_| ()) }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            slots.usage()["c"].waiting,
+            1,
+            "c may still queue its first run"
+        );
+        for wait in waits {
+            wait.abort();
+            let _ = wait.await;
+        }
+        assert_eq!(slots.queue_depth(), 1, "the abandoned waits left the queue");
+        third.abort();
     }
 
     #[tokio::test]

@@ -375,7 +375,13 @@ impl WarmPool {
         // run gets one more try, on a new zygote.
         let lost = match &first {
             Err(_) | Ok((Err(_), _)) => !zygote.alive.load(Ordering::Acquire),
-            Ok((Ok(_), _)) => false,
+            // Ended without a word, and its zygote is gone with it: not the
+            // script's doing either (a script's own end leaves the zygote up).
+            Ok((Ok(raw), _)) => {
+                raw.result.bytes.is_empty()
+                    && raw.timed_out.is_none()
+                    && !zygote.alive.load(Ordering::Acquire)
+            }
         };
         if !lost {
             return first;

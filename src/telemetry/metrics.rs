@@ -22,6 +22,11 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
+    http_connections_open: IntGauge,
+    http_connections_refused: IntCounterVec,
+    http_connections_closed: IntCounterVec,
+    http_response_buffer_bytes: IntGauge,
+    http_response_buffer_rejections: IntCounterVec,
     sandbox_runs: HistogramVec,
     sandbox_in_progress: IntGaugeVec,
     sandbox_queue_depth: IntGauge,
@@ -119,6 +124,29 @@ impl Metrics {
                 "http_requests_in_flight",
                 "Requests being handled right now.",
             ),
+            http_connections_open: gauge(
+                "http_connections_open",
+                "Client connections open on the public listener.",
+            ),
+            http_connections_refused: counter(
+                "http_connections_refused_total",
+                "Connections past --max-connections: probes-only (answered 503 but for health probes) or closed at once.",
+                &["reason"],
+            ),
+            http_connections_closed: counter(
+                "http_connections_closed_total",
+                "Connections the server closed: first-request-timeout (no request in time), idle (kept alive with nothing to do), write-timeout (a response its client did not read).",
+                &["reason"],
+            ),
+            http_response_buffer_bytes: gauge(
+                "http_response_buffer_bytes",
+                "Bytes of large responses held for their clients right now (at most --response-buffer-bytes).",
+            ),
+            http_response_buffer_rejections: counter(
+                "http_response_buffer_rejections_total",
+                "Large responses answered 503 because the response budget stayed full for the write timeout.",
+                &[],
+            ),
             sandbox_runs: histogram(
                 "sandbox_run_duration_seconds",
                 "Wall-clock time of sandbox runs, by mode and outcome.",
@@ -207,6 +235,34 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[tenant, route])
             .observe(took.as_secs_f64());
+    }
+
+    pub fn set_connections_open(&self, open: usize) {
+        self.http_connections_open.set(open as i64);
+    }
+
+    /// `reason`: `probes-only` or `closed`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.http_connections_refused
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    /// `reason`: `first-request-timeout`, `idle` or `write-timeout`.
+    pub fn connection_closed(&self, reason: &str) {
+        self.http_connections_closed
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    pub fn response_buffer_changed(&self, by: i64) {
+        self.http_response_buffer_bytes.add(by);
+    }
+
+    pub fn response_buffer_rejected(&self) {
+        self.http_response_buffer_rejections
+            .with_label_values::<&str>(&[])
+            .inc();
     }
 
     pub fn sandbox_run_started(&self, mode: &str) {

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use super::policy::{self, LoadContext, PolicyError};
 use super::{Tenant, TenantRegistry};
 
-/// What `/health` says about the policies.
+/// What the operator listener's `/debug/state` says about the policies;
+/// the public `/health` gets [`ReloadStatus::public_summary`] only.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct ReloadStatus {
     /// Hash over every tenant's revision: changes whenever any policy does.
@@ -25,6 +26,48 @@ pub struct ReloadStatus {
     pub reloads: u64,
     /// The errors of the last rejected reload, cleared by a good one.
     pub last_error: Vec<String>,
+}
+
+impl ReloadStatus {
+    /// The last reload as strangers may see it: `ok`, or which file and
+    /// field made it fail, never the value found there (a pasted key, a
+    /// secret) nor a tenant's name or revision.
+    pub fn public_summary(&self) -> String {
+        match self.last_error.first() {
+            None => "ok".into(),
+            Some(error) => format!("policy reload rejected: {}", file_and_field(error)),
+        }
+    }
+}
+
+/// `file: field` of a `file: field: reason` error, each part kept only when
+/// it looks like what it should be; a folder-level error has neither.
+fn file_and_field(error: &str) -> String {
+    let mut parts = error.splitn(3, ": ");
+    let file = parts.next().filter(|f| is_policy_file_name(f));
+    let field = parts.next().filter(|f| is_field_path(f));
+    let reason = parts.next();
+    match (file, field, reason) {
+        (Some(file), Some(field), Some(_)) => format!("{file}: {field}"),
+        (Some(file), _, _) => file.to_string(),
+        (None, _, _) => "the policies folder".to_string(),
+    }
+}
+
+fn is_policy_file_name(name: &str) -> bool {
+    name.len() <= 128
+        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn is_field_path(field: &str) -> bool {
+    field.len() <= 128
+        && field.starts_with(|c: char| c.is_ascii_alphabetic())
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._[]".contains(&b))
 }
 
 pub struct PolicyStore {
@@ -231,5 +274,41 @@ mod tests {
         ] {
             assert!(is_change(&event(kind)), "{kind:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod public_summary_tests {
+    use super::*;
+
+    fn rejected(error: &str) -> String {
+        ReloadStatus {
+            last_error: vec![error.into()],
+            ..ReloadStatus::default()
+        }
+        .public_summary()
+    }
+
+    #[test]
+    fn a_rejected_reload_names_file_and_field_but_never_the_value() {
+        assert_eq!(ReloadStatus::default().public_summary(), "ok");
+        assert_eq!(
+            rejected("acme.yaml: spec.sandbox.memoryMiB: 1 is out of range (32 … 65536)"),
+            "policy reload rejected: acme.yaml: spec.sandbox.memoryMiB"
+        );
+        assert_eq!(
+            rejected(
+                "acme.yaml: spec.auth.apiKeys[0].sha256: `pyx_live_SECRET` is not 64 hex digits"
+            ),
+            "policy reload rejected: acme.yaml: spec.auth.apiKeys[0].sha256"
+        );
+        assert_eq!(
+            rejected("acme.yaml: invalid type: string \"pyx_live_SECRET: x\", expected a map"),
+            "policy reload rejected: acme.yaml"
+        );
+        assert_eq!(
+            rejected("cannot read the policies folder /etc/pyexec/policies: denied"),
+            "policy reload rejected: the policies folder"
+        );
     }
 }

@@ -47,6 +47,8 @@ pub fn forced_mode_from_env() -> Option<SandboxMode> {
 pub fn server_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        operator_listen: "127.0.0.1:0".parse().unwrap(),
+        connections: Default::default(),
         max_body_bytes: 1024 * 1024,
         read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
@@ -358,6 +360,8 @@ pub fn tenant_yaml(name: &str, api_key: &str, spec_extra: &str) -> String {
 
 pub struct TestServer {
     pub base: String,
+    /// The operator listener: `/metrics` and `/debug/state`.
+    pub ops_base: String,
     pub client: reqwest::Client,
     /// The server's own sandbox, for checks on what runs leave behind; none
     /// for a server in another process.
@@ -377,13 +381,15 @@ impl TestServer {
                 .unwrap();
             runtime.block_on(async move {
                 let app = Application::build(config).await.expect("server builds");
-                tx.send((app.port(), app.sandbox())).unwrap();
+                tx.send((app.port(), app.operator_addr(), app.sandbox()))
+                    .unwrap();
                 app.run_until(std::future::pending()).await.unwrap();
             });
         });
-        let (port, sandbox) = rx.recv().expect("server reports its port");
+        let (port, operator_addr, sandbox) = rx.recv().expect("server reports its port");
         let server = Self {
             base: format!("http://127.0.0.1:{port}"),
+            ops_base: format!("http://{operator_addr}"),
             // No pooled connections: each test has its own runtime, and a
             // connection left from a finished runtime is dead.
             client: reqwest::Client::builder()
@@ -413,6 +419,38 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A URL on the operator listener.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("{}{}", self.ops_base, path)
+    }
+
+    /// The operator listener's `/metrics`, checked to be Prometheus text.
+    pub async fn scrape(&self) -> String {
+        let response = self
+            .client
+            .get(self.ops_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        response.text().await.unwrap()
+    }
+
+    /// The operator listener's `/debug/state`.
+    pub async fn debug_state(&self) -> Value {
+        let response = self
+            .client
+            .get(self.ops_url("/debug/state"))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
     }
 
     pub async fn execute(&self, body: Value) -> Response {
@@ -445,26 +483,26 @@ impl TestServer {
         response.json().await.unwrap()
     }
 
-    /// Jails started for requests so far (from `/health`).
+    /// Jails started for requests so far (from `/debug/state`).
     pub async fn runs_started(&self) -> u64 {
-        self.health().await["sandbox"]["runs_started"]
+        self.debug_state().await["sandbox"]["runs_started"]
             .as_u64()
             .unwrap()
     }
 
     pub async fn policy_revision(&self) -> String {
-        self.health().await["policies"]["revision"]
+        self.debug_state().await["policies"]["revision"]
             .as_str()
             .unwrap()
             .to_string()
     }
 
-    /// Waits until `/health` reports a reload outcome that `done` accepts
+    /// Waits until `/debug/state` reports a reload outcome that `done` accepts
     /// (the watcher reacts asynchronously; the deadline only bounds a hang).
     pub async fn wait_for_policies(&self, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let policies = self.health().await["policies"].clone();
+            let policies = self.debug_state().await["policies"].clone();
             if done(&policies) {
                 return policies;
             }
@@ -495,6 +533,13 @@ impl TestServer {
     pub async fn run(&self, script: &str) -> Response {
         self.execute(json!({ "script": script })).await
     }
+}
+
+/// One series' value in a Prometheus text scrape (0 when absent).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A response read whole: status, headers and the JSON body.
@@ -597,6 +642,7 @@ impl SpawnedServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pyexec"));
         command
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--nsjail")
             .arg(&config.nsjail_bin)
             .arg("--python")
@@ -642,19 +688,21 @@ impl SpawnedServer {
                 let Ok(line) = line else { break };
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                     if entry["message"] == "pyexec listening" {
-                        let _ = addr_tx.send(entry["addr"].as_str().unwrap_or("").to_string());
+                        let addr = |field: &str| entry[field].as_str().unwrap_or("").to_string();
+                        let _ = addr_tx.send((addr("addr"), addr("operator_addr")));
                     }
                 }
                 collected.lock().unwrap().push(line);
             }
             let _ = done_tx.send(());
         });
-        let addr = addr_rx
+        let (addr, operator_addr) = addr_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the server logs the address it listens on");
         let api = TestServer {
             sandbox: None,
             base: format!("http://{addr}"),
+            ops_base: format!("http://{operator_addr}"),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(120))
