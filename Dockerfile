@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # pyexec: one image for Cloud Run (second generation) and Kubernetes.
 #
 #   docker build -t pyexec .

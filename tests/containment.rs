@@ -248,6 +248,9 @@ async fn without_nsjail_nothing_runs_and_the_server_says_why() {
     .await;
     assert_eq!(health.status, 503);
     assert_eq!(health.body["nsjail"], false);
+    // No script ran, so nothing is known of the jail's Python or /tmp.
+    assert_eq!(health.body["python"], "unknown");
+    assert_eq!(health.body["temp_writable"], "unknown");
     assert!(health.body["sandbox"]["problems"][0]
         .as_str()
         .unwrap()

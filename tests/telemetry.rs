@@ -549,6 +549,15 @@ async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
     .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(lines.iter().any(|l| l.contains("did not finish in time")));
+    // Cut off by the server, not by its client: 503, not 499.
+    let abandoned = lines
+        .iter()
+        .find(|l| l.contains("request abandoned"))
+        .expect("the cut-off request is logged");
+    assert!(
+        abandoned.contains("drain deadline") && abandoned.contains("503"),
+        "{abandoned}"
+    );
     // The abandoned request never got a result.
     if let Ok(response) = request.await.unwrap() {
         assert_ne!(response.status(), 200);

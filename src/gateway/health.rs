@@ -27,9 +27,10 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let body = json!({
         "status": if ready { "healthy" } else { "unhealthy" },
         "nsjail": sandbox.nsjail,
-        "python": sandbox.python,
+        // Known only once the self-test has run a script in the jail.
+        "python": sandbox.python.as_deref().unwrap_or("unknown"),
         "temp_dir": "/tmp",
-        "temp_writable": sandbox.temp_writable,
+        "temp_writable": sandbox.temp_writable.map_or(json!("unknown"), |w| json!(w)),
         "cgroup": sandbox.cgroup,
         "sandbox": {
             "self_test": self_test_state(&sandbox.self_test),

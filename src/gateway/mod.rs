@@ -229,6 +229,7 @@ impl Application {
         // platform does not (Cloud Run kills 10 s after SIGTERM), and spans
         // must be flushed before that.
         if !public.run(stopped, DRAIN_TIMEOUT).await {
+            crate::telemetry::request::drain_deadline_passed();
             tracing::warn!(
                 timeout_s = DRAIN_TIMEOUT.as_secs(),
                 "in-flight requests did not finish in time; stopping anyway"

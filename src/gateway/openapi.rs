@@ -110,10 +110,12 @@ pub struct HealthBody {
     status: String,
     /// Whether nsjail was found and runs.
     nsjail: bool,
-    /// The jail's Python version.
-    python: Option<String>,
+    /// The jail's Python version; `unknown` until the self-test has run.
+    python: String,
     temp_dir: String,
-    temp_writable: bool,
+    /// Whether the jail's `/tmp` took a write; `unknown` until the self-test has run.
+    #[schema(value_type = Value)]
+    temp_writable: serde_json::Value,
     #[schema(value_type = Value)]
     cgroup: serde_json::Value,
     /// Self-test state, problems with their fixes, slots, queue depth.

@@ -270,7 +270,8 @@ pub struct SandboxStatus {
     pub nsjail: bool,
     pub python: Option<String>,
     pub cgroup: Option<&'static str>,
-    pub temp_writable: bool,
+    /// What the self-test's script found; `None` until it has run.
+    pub temp_writable: Option<bool>,
     pub self_test: SelfTest,
     /// What is missing, each with how to fix it.
     pub problems: Vec<String>,
@@ -359,7 +360,7 @@ impl Sandbox {
             nsjail: config.nsjail_bin.is_file(),
             python: None,
             cgroup: cgroups.as_ref().map(|c| c.version().label()),
-            temp_writable: false,
+            temp_writable: None,
             self_test: SelfTest::Pending,
             problems,
             max_concurrent: config.max_concurrent,
@@ -430,7 +431,7 @@ impl Sandbox {
         match cold {
             Ok(value) => {
                 status.python = value["python"].as_str().map(str::to_string);
-                status.temp_writable = value["tmp_writable"].as_bool().unwrap_or(false);
+                status.temp_writable = value["tmp_writable"].as_bool();
                 status.self_test = SelfTest::Passed;
                 tracing::info!(python = ?status.python, cgroup = ?status.cgroup, warm = ?status.warm_self_test, "sandbox self-test passed");
                 Ok(())

@@ -7,6 +7,7 @@
 //! span, the request's log lines and its metric labels all get it, without
 //! threading a handle through every function.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -145,9 +146,20 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Set once the drain deadline has passed: requests dropped after it were
+/// cut off by the server stopping, not by their clients.
+static STOPPED_AT_DRAIN_DEADLINE: AtomicBool = AtomicBool::new(false);
+
+/// The gateway stops waiting for in-flight requests: every one still
+/// unanswered is logged as cut off by the shutdown.
+pub fn drain_deadline_passed() {
+    STOPPED_AT_DRAIN_DEADLINE.store(true, Ordering::SeqCst);
+}
+
 /// Counts and logs a request whose future was dropped before it answered:
 /// hyper drops it when the client closes the connection (and the run's jail
-/// is killed with it). Logged as 499, nginx's "client closed request".
+/// is killed with it), logged as 499, nginx's "client closed request"; or
+/// the server stopped at its drain deadline, logged as 503.
 struct Unanswered {
     info: Option<Arc<RequestInfo>>,
     route: String,
@@ -161,20 +173,35 @@ impl Drop for Unanswered {
         };
         let tenant = info.tenant.get().map_or(NO_TENANT, String::as_str);
         let took = self.started.elapsed();
-        metrics().http_request_finished(tenant, &self.route, 499, took);
-        info.span.record("outcome", "client-closed");
-        info.span.record("error.type", "client-closed");
+        let (status, outcome) = if STOPPED_AT_DRAIN_DEADLINE.load(Ordering::SeqCst) {
+            (503, "server-stopped")
+        } else {
+            (499, "client-closed")
+        };
+        metrics().http_request_finished(tenant, &self.route, status, took);
+        info.span.record("outcome", outcome);
+        info.span.record("error.type", outcome);
         let span = info.span.clone();
         let route = &self.route;
         REQUEST.sync_scope(info.clone(), || {
             span.in_scope(|| {
-                tracing::info!(
-                    status = 499,
-                    latency_ms = took.as_secs_f64() * 1000.0,
-                    route = %route,
-                    outcome = "client-closed",
-                    "request abandoned: the client closed the connection"
-                )
+                if status == 503 {
+                    tracing::warn!(
+                        status,
+                        latency_ms = took.as_secs_f64() * 1000.0,
+                        route = %route,
+                        outcome,
+                        "request abandoned: the server stopped at its drain deadline"
+                    )
+                } else {
+                    tracing::info!(
+                        status,
+                        latency_ms = took.as_secs_f64() * 1000.0,
+                        route = %route,
+                        outcome,
+                        "request abandoned: the client closed the connection"
+                    )
+                }
             })
         });
     }
