@@ -87,12 +87,13 @@ impl Default for ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// The defaults for this process: the soft limit on open files is
-    /// raised to the hard one, and the connections get what is left of it
-    /// after the sandbox's share, so that accepting never fails for want of
-    /// a descriptor (at most 4096).
+    /// The defaults for this process: the connections get what the hard
+    /// limit on open files (the soft one is raised to it when the server
+    /// starts, [`raise_open_file_limit`]) leaves after the sandbox's share,
+    /// so that accepting never fails for want of a descriptor (at most 4096).
     pub fn for_this_process(max_concurrent: usize) -> Self {
-        let fds = raise_open_file_limit();
+        use nix::sys::resource::{getrlimit, Resource};
+        let fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
         let reserved = FDS_RESERVED + FDS_PER_SLOT * max_concurrent as u64;
         Self {
             max_connections: fds.saturating_sub(reserved).clamp(1, 4096) as usize,
@@ -101,15 +102,15 @@ impl ConnectionLimits {
     }
 }
 
-fn raise_open_file_limit() -> u64 {
+/// Lets the process open as many files as its hard limit allows (raising
+/// the soft limit needs no privilege); the sandbox's jails set their own.
+pub fn raise_open_file_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 1024;
-    };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
-    soft
 }
 
 /// Which requests a connection may make.

@@ -151,6 +151,7 @@ impl Application {
             read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),
         };
+        connection::raise_open_file_limit();
         let listener = bind(config.listen, "--listen").await?;
         let operator_listener = bind(config.operator_listen, "--metrics-listen").await?;
         // The self-test runs in the background: /livez answers at once and
