@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pyexec::config::{SandboxArgs, ServeArgs, ServerConfig};
 use pyexec::gateway::{success_body, Application};
-use pyexec::sandbox::Sandbox;
+use pyexec::sandbox::{privileges, Sandbox};
 use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
 use pyexec::tenants::policy::{self, LoadContext};
 use pyexec::tenants::{generate_api_key, hash_api_key, Tenant};
@@ -98,6 +98,11 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Run(_)) {
+        // Before the runtime's threads exist: they must be born without the
+        // capability this gives up.
+        privileges::prepare_then_drop_admin();
+    }
     let logs_to_stderr = !matches!(cli.command, Command::Serve(_));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

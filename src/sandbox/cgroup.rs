@@ -43,6 +43,13 @@ enum Layout {
     },
 }
 
+/// The v1 controllers a run's group is made in.
+pub(super) const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpuacct"];
+
+/// The group a v1 container's gateway keeps writable below its namespace's
+/// root; its instance groups are created inside (see `privileges`).
+pub(super) const DELEGATED_GROUP: &str = "pyexec";
+
 /// The gateway's own parent group(s) under which each run gets a leaf.
 #[derive(Debug)]
 pub struct Cgroups {
@@ -117,18 +124,14 @@ impl Cgroups {
             let dir_for = |controller: &str| -> Result<PathBuf, String> {
                 let mount = mounts
                     .iter()
-                    .find(|m| m.fstype == "cgroup" && m.has(controller))
+                    .find(|m| m.fstype == "cgroup" && m.has(controller) && !m.is_delegated())
                     .ok_or_else(|| {
                         format!(
                             "cgroup v1 controller '{controller}' is not mounted; mount it at /sys/fs/cgroup/{controller}"
                         )
                     })?;
-                let own_path = own_v1_path(&own, controller).unwrap_or_else(|| "/".into());
-                if mount.read_only {
-                    return Err(read_only_message(&mount.mount_point));
-                }
-                let parent = mount.path_for(&own_path);
-                let dir = parent.join(instance_name());
+                let own_path = own_group_path(&own, mount);
+                let dir = writable_parent(&mounts, mount, &own_path)?.join(instance_name());
                 ensure_group_dir(&dir, controller)?;
                 Ok(dir)
             };
@@ -138,15 +141,8 @@ impl Cgroups {
                 cpuacct: dir_for("cpuacct")?,
             }
         } else if let Some(mount) = mounts.iter().find(|m| m.fstype == "cgroup2") {
-            let own_path = own
-                .lines()
-                .find_map(|l| l.strip_prefix("0::"))
-                .unwrap_or("/")
-                .to_string();
-            if mount.read_only {
-                make_writable(mount, &own_path)?;
-            }
-            let parent = mount.path_for(&own_path);
+            let own_path = own_group_path(&own, mount);
+            let parent = writable_parent(&mounts, mount, &own_path)?;
             enable_v2_controllers(&parent)?;
             let base = parent.join(instance_name());
             ensure_group_dir(&base, "unified")?;
@@ -537,64 +533,63 @@ fn enable_v2_controllers(parent: &Path) -> Result<(), String> {
 }
 
 #[derive(Debug)]
-struct CgroupMount {
-    fstype: String,
-    root: String,
-    mount_point: PathBuf,
+pub(super) struct CgroupMount {
+    pub(super) fstype: String,
+    pub(super) root: String,
+    pub(super) mount_point: PathBuf,
     options: Vec<String>,
     /// Mounted `ro` (the per-mount flag, not the superblock's).
-    read_only: bool,
+    pub(super) read_only: bool,
 }
 
-/// Docker and Kubernetes mount a non-privileged container's cgroup2 view
-/// read-only. With a private cgroup namespace that view is only the
-/// container's own subtree, and (nsdelegate) the container still cannot
-/// change its own limits, only those of groups it creates below, so the
-/// gateway remounts its view writable; that needs CAP_SYS_ADMIN and no
-/// AppArmor mount ban, which nsjail needs anyway. Outside a private
-/// namespace the view may be the host's, so it is left alone.
-fn make_writable(mount: &CgroupMount, own_path: &str) -> Result<(), String> {
-    if own_path != "/" {
-        return Err(read_only_message(&mount.mount_point));
+/// Where this instance's groups go in one hierarchy: below the gateway's own
+/// group when the view is writable (a host, a privileged container, a v2
+/// view the binary remounted), else in the subtree the binary delegated to
+/// itself on a v1 container view (see `privileges`).
+fn writable_parent(
+    mounts: &[CgroupMount],
+    view: &CgroupMount,
+    own_path: &str,
+) -> Result<PathBuf, String> {
+    if !view.read_only {
+        return Ok(view.path_for(own_path));
     }
-    let target = CString::new(mount.mount_point.as_os_str().as_bytes())
-        .map_err(|_| read_only_message(&mount.mount_point))?;
-    // MS_BIND with MS_REMOUNT changes this mount's flags only, never the
-    // filesystem's; nosuid/nodev/noexec stay as they were.
-    let flags =
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // SAFETY: mount(2) with a NUL-terminated path and no data.
-    let rc = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            target.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
+    let delegated_root = Path::new(own_path).join(DELEGATED_GROUP);
+    mounts
+        .iter()
+        .find(|m| {
+            m.fstype == view.fstype
+                && m.options == view.options
+                && !m.read_only
+                && Path::new(&m.root) == delegated_root
+        })
+        .map(|m| m.mount_point.clone())
+        .ok_or_else(|| read_only_message(view, own_path))
+}
+
+/// What to do about a read-only cgroup view, by what kind of view it is.
+fn read_only_message(view: &CgroupMount, own_path: &str) -> String {
+    let place = view.mount_point.display();
+    if own_path != "/" || view.root != "/" {
+        format!(
+            "the cgroup filesystem at {place} is mounted read-only and is not this container's own cgroup namespace, so the gateway cannot create a cgroup per run: give the container its own namespace (docker run --cgroupns=private; the default only on cgroup v2 hosts) with --cap-add SYS_ADMIN, so the gateway can make its view writable at start"
         )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return Err(format!(
-            "{} (remounting it writable failed: {e})",
-            read_only_message(&mount.mount_point)
-        ));
+    } else {
+        format!(
+            "the cgroup filesystem at {place} is mounted read-only, so the gateway cannot create a cgroup per run: the pyexec binary makes its own namespace's view writable when it starts, which needs --cap-add SYS_ADMIN and --security-opt apparmor=unconfined"
+        )
     }
-    tracing::info!(path = %mount.mount_point.display(), "remounted the container's read-only cgroup view writable");
-    Ok(())
-}
-
-/// What to do about a read-only cgroup mount the gateway cannot fix itself.
-fn read_only_message(mount_point: &Path) -> String {
-    format!(
-        "the cgroup filesystem at {} is mounted read-only, so the gateway cannot create a cgroup per run: give the container its own cgroup namespace on a cgroup v2 host (docker run --cgroupns=private, the default there) together with --cap-add SYS_ADMIN and --security-opt apparmor=unconfined, so the gateway can remount its own view writable",
-        mount_point.display()
-    )
 }
 
 impl CgroupMount {
-    fn has(&self, controller: &str) -> bool {
+    pub(super) fn has(&self, controller: &str) -> bool {
         self.options.iter().any(|o| o == controller)
+    }
+
+    /// The subtree bind a v1 container's gateway keeps for itself, not a view
+    /// of the hierarchy.
+    fn is_delegated(&self) -> bool {
+        Path::new(&self.root).file_name() == Some(std::ffi::OsStr::new(DELEGATED_GROUP))
     }
 
     /// The directory of a group given its path as /proc/self/cgroup shows it.
@@ -607,7 +602,7 @@ impl CgroupMount {
     }
 }
 
-fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+pub(super) fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
     mountinfo
         .lines()
         .filter_map(|line| {
@@ -632,6 +627,23 @@ fn parse_cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
             })
         })
         .collect()
+}
+
+/// The gateway's own group in the hierarchy `mount` shows, as
+/// /proc/self/cgroup names it ("/" when not listed).
+pub(super) fn own_group_path(proc_self_cgroup: &str, mount: &CgroupMount) -> String {
+    let found = if mount.fstype == "cgroup2" {
+        proc_self_cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_string)
+    } else {
+        mount
+            .options
+            .iter()
+            .find_map(|c| own_v1_path(proc_self_cgroup, c))
+    };
+    found.unwrap_or_else(|| "/".into())
 }
 
 fn own_v1_path(proc_self_cgroup: &str, controller: &str) -> Option<String> {
@@ -678,16 +690,38 @@ mod tests {
     }
 
     #[test]
-    fn a_read_only_view_outside_a_private_namespace_is_not_remounted() {
+    fn a_read_only_view_outside_a_private_namespace_asks_for_one() {
         // A group path other than "/" means the view is not the container's
-        // own namespace: the message names the flags instead of remounting.
+        // own namespace (Docker's default on v1 hosts).
         let mounts = parse_cgroup_mounts(
-            "603 599 0:61 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw\n",
+            "603 599 0:61 /docker/abc /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory\n",
         );
-        let message = make_writable(&mounts[0], "/system.slice/docker-abc.scope").unwrap_err();
-        assert!(message.contains("read-only"), "{message}");
+        let message = writable_parent(&mounts, &mounts[0], "/docker/abc").unwrap_err();
         assert!(message.contains("--cgroupns=private"), "{message}");
-        assert!(message.contains("apparmor=unconfined"), "{message}");
+        assert!(message.contains("--cap-add SYS_ADMIN"), "{message}");
+    }
+
+    #[test]
+    fn a_v1_container_view_is_used_through_its_delegated_subtree() {
+        // What `privileges` leaves behind in a v1 container: the namespace's
+        // view read-only again, its `pyexec` subtree bound writable.
+        let mounts = parse_cgroup_mounts(
+            "\
+700 690 0:40 / /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
+701 700 0:40 /pyexec /sys/fs/cgroup/memory/pyexec rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
+",
+        );
+        let view = mounts.iter().find(|m| !m.is_delegated()).unwrap();
+        assert_eq!(view.mount_point, Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(
+            writable_parent(&mounts, view, "/").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/pyexec")
+        );
+        // Without the delegated bind the same view is reported, naming the
+        // grants the binary needs to make it.
+        let message = writable_parent(&mounts[..1], view, "/").unwrap_err();
+        assert!(message.contains("SYS_ADMIN"), "{message}");
+        assert!(!message.contains("--cgroupns"), "{message}");
     }
 
     #[test]

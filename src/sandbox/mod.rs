@@ -7,6 +7,7 @@ pub mod cgroup;
 mod frame;
 mod jail_files;
 pub mod limits;
+pub mod privileges;
 mod slots;
 mod warm;
 
@@ -321,7 +322,8 @@ impl Sandbox {
         if let Ok(absolute) = std::fs::canonicalize(&config.nsjail_dir) {
             config.nsjail_dir = absolute;
         }
-        let mut problems = preflight(&config);
+        let mut problems = privileges::problems();
+        problems.extend(preflight(&config));
         let cgroups = match Cgroups::setup() {
             Ok(c) => Some(Arc::new(c)),
             Err(e) => {
