@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up this machine (idempotent) and runs the whole test suite: formatting,
-# lints, unit tests and the integration tests against real nsjail.
+# lints, unit tests, the integration tests against real nsjail, then the
+# container image built and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --with-redis
@@ -13,3 +14,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 # with every run forced cold, so both modes pass every test.
 cargo test --all-targets
 PYEXEC_SANDBOX_MODE=cold cargo test --tests
+# The image: built from the Dockerfile and run as deploy/README.md documents
+# (skipped, with a loud line, only where no container engine can run).
+bash scripts/container-test.sh
