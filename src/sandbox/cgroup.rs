@@ -554,14 +554,14 @@ fn writable_parent(
     if !view.read_only {
         return Ok(view.path_for(own_path));
     }
-    let delegated_root = Path::new(own_path).join(DELEGATED_GROUP);
     mounts
         .iter()
         .find(|m| {
             m.fstype == view.fstype
                 && m.options == view.options
                 && !m.read_only
-                && Path::new(&m.root) == delegated_root
+                && m.is_delegated()
+                && m.mount_point == view.mount_point.join(DELEGATED_GROUP)
         })
         .map(|m| m.mount_point.clone())
         .ok_or_else(|| read_only_message(view, own_path))
@@ -570,7 +570,9 @@ fn writable_parent(
 /// What to do about a read-only cgroup view, by what kind of view it is.
 fn read_only_message(view: &CgroupMount, own_path: &str) -> String {
     let place = view.mount_point.display();
-    if own_path != "/" || view.root != "/" {
+    let in_own_namespace =
+        view.root == "/" && (own_path == "/" || own_path == format!("/{DELEGATED_GROUP}"));
+    if !in_own_namespace {
         format!(
             "the cgroup filesystem at {place} is mounted read-only and is not this container's own cgroup namespace, so the gateway cannot create a cgroup per run: give the container its own namespace (docker run --cgroupns=private; the default only on cgroup v2 hosts) with --cap-add SYS_ADMIN, so the gateway can make its view writable at start"
         )
@@ -588,7 +590,7 @@ impl CgroupMount {
 
     /// The subtree bind a v1 container's gateway keeps for itself, not a view
     /// of the hierarchy.
-    fn is_delegated(&self) -> bool {
+    pub(super) fn is_delegated(&self) -> bool {
         Path::new(&self.root).file_name() == Some(std::ffi::OsStr::new(DELEGATED_GROUP))
     }
 
@@ -704,7 +706,8 @@ mod tests {
     #[test]
     fn a_v1_container_view_is_used_through_its_delegated_subtree() {
         // What `privileges` leaves behind in a v1 container: the namespace's
-        // view read-only again, its `pyexec` subtree bound writable.
+        // view read-only again, its `pyexec` subtree bound writable, and the
+        // gateway itself in that subtree.
         let mounts = parse_cgroup_mounts(
             "\
 700 690 0:40 / /sys/fs/cgroup/memory ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
@@ -714,12 +717,12 @@ mod tests {
         let view = mounts.iter().find(|m| !m.is_delegated()).unwrap();
         assert_eq!(view.mount_point, Path::new("/sys/fs/cgroup/memory"));
         assert_eq!(
-            writable_parent(&mounts, view, "/").unwrap(),
+            writable_parent(&mounts, view, "/pyexec").unwrap(),
             Path::new("/sys/fs/cgroup/memory/pyexec")
         );
         // Without the delegated bind the same view is reported, naming the
         // grants the binary needs to make it.
-        let message = writable_parent(&mounts[..1], view, "/").unwrap_err();
+        let message = writable_parent(&mounts[..1], view, "/pyexec").unwrap_err();
         assert!(message.contains("SYS_ADMIN"), "{message}");
         assert!(!message.contains("--cgroupns"), "{message}");
     }

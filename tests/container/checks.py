@@ -253,12 +253,80 @@ def check_gateway_cannot_raise_its_own_limits():
         )
         limit = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
         raise_limit = docker("exec", NAME, *without_admin, "sh", "-c", f"echo 8G > {limit}", check=False)
-        expect(raise_limit.returncode != 0, "root without CAP_SYS_ADMIN cannot raise the container's memory limit", raise_limit.stderr)
+        expect(
+            raise_limit.returncode != 0 and "Read-only file system" in raise_limit.stderr,
+            "root without CAP_SYS_ADMIN cannot write the container's memory limit (read-only view)",
+            raise_limit.stdout + raise_limit.stderr,
+        )
+        check_gateway_sits_below_the_containers_groups()
+        check_user_namespace_route(without_admin, limit)
+    works = docker("exec", NAME, *without_admin, "sh", "-c", "grep CapEff /proc/self/status", check=False)
+    expect(
+        works.returncode == 0 and not int(works.stdout.split()[1], 16) & (1 << 21),
+        "(control) the probe runs, and without CAP_SYS_ADMIN",
+        works.stdout + works.stderr,
+    )
     fresh = "mkdir -p /run/fresh && mount -t cgroup -o memory none /run/fresh 2>&1 || mount -t cgroup2 none /run/fresh"
     mount_fresh = docker("exec", NAME, *without_admin, "sh", "-c", fresh, check=False)
-    expect(mount_fresh.returncode != 0, "root without CAP_SYS_ADMIN cannot mount a fresh cgroup hierarchy", mount_fresh.stdout + mount_fresh.stderr)
+    expect(
+        mount_fresh.returncode != 0 and "ermission denied" in mount_fresh.stdout + mount_fresh.stderr,
+        "root without CAP_SYS_ADMIN cannot mount a fresh cgroup hierarchy",
+        mount_fresh.stdout + mount_fresh.stderr,
+    )
     contrast = docker("exec", NAME, "sh", "-c", fresh + " && umount /run/fresh", check=False)
     expect(contrast.returncode == 0, "(contrast) a docker exec with the container's grants can", contrast.stdout + contrast.stderr)
+
+
+def check_gateway_sits_below_the_containers_groups():
+    """In every v1 hierarchy the gateway has left the namespace's root group
+    for its pyexec subtree, so any cgroup namespace it creates is rooted there."""
+    groups = docker("exec", NAME, "cat", "/proc/1/cgroup").stdout
+    v1 = [line.split(":", 2) for line in groups.splitlines() if not line.startswith("0::")]
+    outside = [":".join(parts) for parts in v1 if not parts[2].startswith("/pyexec")]
+    expect(v1 and not outside, f"the gateway is in /pyexec in all {len(v1)} v1 hierarchies", groups)
+
+
+def check_user_namespace_route(without_admin, limit):
+    """Without CAP_SYS_ADMIN, a process can still mount a v1 hierarchy from a
+    new user and cgroup namespace of its own: the mount shows its cgroup
+    namespace's root. From the gateway's group that root is the pyexec
+    subtree, and the container's own limit stays as it was; from the
+    namespace's root group (the contrast) the same steps change it."""
+    before = docker("exec", NAME, "cat", limit).stdout.strip()
+    attempt = (
+        "mkdir -p /mnt/fresh && mount -t cgroup -o memory none /mnt/fresh"
+        " && echo 4294967296 > /mnt/fresh/memory.limit_in_bytes"
+        " && cat /mnt/fresh/memory.limit_in_bytes; echo -1 > /mnt/fresh/memory.limit_in_bytes"
+    )
+    from_gateway_group = docker(
+        "exec", NAME, *without_admin, "sh", "-c",
+        "echo $$ > /sys/fs/cgroup/memory/pyexec/cgroup.procs && exec unshare -Urm --cgroup sh -c " + shlex.quote(attempt),
+        check=False,
+    )
+    after = docker("exec", NAME, "cat", limit).stdout.strip()
+    expect(
+        "4294967296" in from_gateway_group.stdout and after == before,
+        "from the gateway's group, a fresh mount in a new user namespace reaches only the pyexec subtree's limit",
+        f"{from_gateway_group.stdout}{from_gateway_group.stderr} container limit {before} -> {after}",
+    )
+    from_root_group = docker(
+        "exec", NAME, *without_admin, "unshare", "-Urm", "--cgroup", "sh", "-c",
+        "mkdir -p /mnt/fresh && mount -t cgroup -o memory none /mnt/fresh"
+        " && echo 4294967296 > /mnt/fresh/memory.limit_in_bytes && cat /mnt/fresh/memory.limit_in_bytes",
+        check=False,
+    )
+    changed = docker("exec", NAME, "cat", limit).stdout.strip()
+    # Put it back the same way.
+    docker(
+        "exec", NAME, "unshare", "-Urm", "--cgroup", "sh", "-c",
+        "mkdir -p /mnt/fresh && mount -t cgroup -o memory none /mnt/fresh && echo -1 > /mnt/fresh/memory.limit_in_bytes",
+        check=False,
+    )
+    expect(
+        changed == "4294967296",
+        "(contrast) from the namespace's root group the same route does change the container's limit",
+        f"{from_root_group.stdout}{from_root_group.stderr} container limit {before} -> {changed}",
+    )
 
 
 def check_drain_on_docker_stop(key):
