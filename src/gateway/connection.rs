@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::error::ApiError;
@@ -194,10 +195,15 @@ impl Server {
 
     /// Accepts until `stop` turns true, then asks every connection to close
     /// once its requests are answered and waits for that at most `drain`.
-    /// False when connections were still open at the deadline.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, drain: Duration) -> bool {
+    /// Connections still open at the deadline are cut off here: their
+    /// requests are dropped (and logged as cut off by the server) before
+    /// this returns, while logging and tracing still run.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, drain: Duration) {
         let shared = self.shared;
+        let mut connections = JoinSet::new();
         loop {
+            // Finished connections leave the set as new ones come.
+            while connections.try_join_next().is_some() {}
             let stream = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
@@ -228,14 +234,21 @@ impl Server {
             // keep-alive requests.
             let _ = stream.set_nodelay(true);
             let counted = Counted::new(shared.clone());
-            tokio::spawn(serve_connection(counted, stream, lane, stop.clone()));
+            connections.spawn(serve_connection(counted, stream, lane, stop.clone()));
         }
         drop(self.listener);
         let mut open = shared.open.subscribe();
         let drained = tokio::time::timeout(drain, open.wait_for(|n| *n == 0))
             .await
             .is_ok();
-        drained
+        if !drained && shared.public {
+            telemetry::request::drain_deadline_passed();
+            tracing::warn!(
+                timeout_s = drain.as_secs(),
+                "in-flight requests did not finish in time; stopping anyway"
+            );
+        }
+        connections.shutdown().await;
     }
 }
 

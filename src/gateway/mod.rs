@@ -229,13 +229,7 @@ impl Application {
         // hyper would wait for every connection without a limit; the
         // platform does not (Cloud Run kills 10 s after SIGTERM), and spans
         // must be flushed before that.
-        if !public.run(stopped, DRAIN_TIMEOUT).await {
-            crate::telemetry::request::drain_deadline_passed();
-            tracing::warn!(
-                timeout_s = DRAIN_TIMEOUT.as_secs(),
-                "in-flight requests did not finish in time; stopping anyway"
-            );
-        }
+        public.run(stopped, DRAIN_TIMEOUT).await;
         let _ = stop_operator.send(true);
         let _ = operator.await;
         self.state.sandbox.shutdown().await;
