@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyexec::config::ServerConfig;
 use pyexec::gateway::cache::ResultCache;
 use pyexec::gateway::quota::{InMemoryQuotaStore, QuotaStore};
 use pyexec::gateway::ratelimit::{InMemoryRateStore, RateStore};
@@ -22,6 +21,7 @@ use pyexec::gateway::redis::{
     RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings,
 };
 use pyexec::gateway::Application;
+use pyexec::gateway::ServerConfig;
 use pyexec::sandbox::SandboxConfig;
 use pyexec::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
 
@@ -185,7 +185,6 @@ async fn gateway(
         bootstrap_api_key: None,
         policies_dir: Some(policies.to_path_buf()),
         cache_bytes: 16 << 20,
-        stores: Default::default(),
         redis,
     };
     let app = Application::build(config).await?;

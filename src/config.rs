@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::gateway::connection::ConnectionLimits;
 use crate::gateway::redis::RedisSettings;
-use crate::gateway::Stores;
+use crate::gateway::ServerConfig;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
 
 /// Where the jail's parts live; shared by `serve` and `run`.
@@ -151,30 +151,10 @@ impl std::fmt::Debug for ServeArgs {
     }
 }
 
-/// Everything `Application::build` needs.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// Where `/metrics` and `/debug/state` are served.
-    pub operator_listen: SocketAddr,
-    pub connections: ConnectionLimits,
-    pub max_body_bytes: usize,
-    /// Deadline for a request's headers, and again for its body.
-    pub read_timeout: Duration,
-    pub sandbox: SandboxConfig,
-    /// The bootstrap tenant's API key; generated at start when unset.
-    pub bootstrap_api_key: Option<String>,
-    /// Tenant policies folder; `None` serves the bootstrap tenant only.
-    pub policies_dir: Option<PathBuf>,
-    /// Result cache capacity in bytes; 0 turns it off.
-    pub cache_bytes: u64,
-    pub stores: Stores,
-    /// Shared state in Redis; `None` keeps it in memory.
-    pub redis: Option<RedisSettings>,
-}
-
-impl ServerConfig {
-    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+impl ServeArgs {
+    /// The gateway's settings from these flags, checked.
+    pub fn to_server_config(&self) -> anyhow::Result<ServerConfig> {
+        let args = self;
         let listen = args
             .listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], args.port)));
@@ -206,7 +186,7 @@ impl ServerConfig {
                 timeout: Duration::from_millis(args.redis_timeout_ms),
                 ca_file: args.redis_ca_file.clone(),
             });
-        Ok(Self {
+        Ok(ServerConfig {
             listen,
             operator_listen: args.metrics_listen,
             connections,
@@ -218,7 +198,6 @@ impl ServerConfig {
                 .filter(|k| !k.is_empty()),
             policies_dir: Some(args.policies.clone()),
             cache_bytes: args.cache_bytes,
-            stores: Stores::default(),
             redis,
         })
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pyexec::config::{SandboxArgs, ServeArgs, ServerConfig};
+use pyexec::config::{SandboxArgs, ServeArgs};
 use pyexec::gateway::{success_body, Application};
 use pyexec::sandbox::{privileges, Sandbox};
 use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
@@ -138,7 +138,7 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> ExitCode {
     let result = async {
-        let config = ServerConfig::from_args(&args)?;
+        let config = args.to_server_config()?;
         let app = Application::build(config).await?;
         let addr = app.local_addr();
         let operator_addr = app.operator_addr();

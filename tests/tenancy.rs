@@ -75,12 +75,12 @@ fn rsa_key_pair(dir: &PolicyDir) -> (Vec<u8>, Vec<u8>) {
 /// only when the test says so, so no sleeps and no flakes.
 fn server_with_rate_clock(dir: &PolicyDir) -> (TestServer, FakeRelativeClock) {
     let clock = FakeRelativeClock::default();
-    let mut config = policy_server_config(dir.path());
-    config.stores = Stores {
+    let stores = Stores {
         rate: Arc::new(InMemoryRateStore::with_clock(clock.clone())),
         ..Stores::default()
     };
-    (TestServer::start(config, true), clock)
+    let server = TestServer::start_with_stores(policy_server_config(dir.path()), stores, true);
+    (server, clock)
 }
 
 /// The `alpha` tenant (API key) plus the `hs` tenant (HS256 JWTs).
@@ -325,14 +325,13 @@ async fn quotas_stop_a_tenant_for_the_rest_of_the_utc_day_then_reset() {
     // 23:00 UTC; the test moves the store's clock past midnight.
     let seconds = Arc::new(AtomicU64::new(20_000 * 86_400 + 23 * 3600));
     let clock_seconds = seconds.clone();
-    let mut config = policy_server_config(dir.path());
-    config.stores = Stores {
+    let stores = Stores {
         quota: Arc::new(InMemoryQuotaStore::with_clock(Arc::new(move || {
             UNIX_EPOCH + Duration::from_secs(clock_seconds.load(Ordering::SeqCst))
         }))),
         ..Stores::default()
     };
-    let server = TestServer::start(config, true);
+    let server = TestServer::start_with_stores(policy_server_config(dir.path()), stores, true);
 
     let r = server.execute_with_key(ok_body(), ALPHA_KEY).await;
     r.assert_ok();

@@ -10,7 +10,7 @@ use common::{server_config, TestServer};
 use pyexec::sandbox::SandboxMode;
 use serde_json::json;
 
-fn warm_config() -> pyexec::config::ServerConfig {
+fn warm_config() -> pyexec::gateway::ServerConfig {
     let mut config = server_config();
     config.sandbox.forced_mode = Some(SandboxMode::Warm);
     config

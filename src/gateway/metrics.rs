@@ -25,7 +25,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .map(|(tenant, used)| (tenant.as_str(), used.running, used.waiting)),
     );
     if let Some(pool) = &status.warm_pool {
-        m.set_warm_pool(pool);
+        m.set_warm_pool(pool.gauges());
     }
     if let Some(redis) = &state.redis {
         m.set_redis(&redis.health());

@@ -15,6 +15,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,15 +35,36 @@ pub use auth::JWT_LEEWAY_SECS;
 pub use error::ApiError;
 pub use execute::{success_body, ExecuteRequest};
 
-use crate::config::ServerConfig;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::tenants::policy::LoadContext;
 use crate::tenants::PolicyStore;
 use cache::ResultCache;
 use connection::{ConnectionLimits, Server, OPERATOR_MAX_CONNECTIONS};
 use quota::{InMemoryQuotaStore, QuotaStore};
 use ratelimit::{InMemoryRateStore, RateStore};
-use redis::{RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore};
+use redis::{RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings};
+
+/// Everything `Application::build` needs: plain data, made from the flags by
+/// `config`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Where `/metrics` and `/debug/state` are served.
+    pub operator_listen: SocketAddr,
+    pub connections: ConnectionLimits,
+    pub max_body_bytes: usize,
+    /// Deadline for a request's headers, and again for its body.
+    pub read_timeout: Duration,
+    pub sandbox: SandboxConfig,
+    /// The bootstrap tenant's API key; generated at start when unset.
+    pub bootstrap_api_key: Option<String>,
+    /// Tenant policies folder; `None` serves the bootstrap tenant only.
+    pub policies_dir: Option<PathBuf>,
+    /// Result cache capacity in bytes; 0 turns it off.
+    pub cache_bytes: u64,
+    /// Shared state in Redis; `None` keeps it in memory.
+    pub redis: Option<RedisSettings>,
+}
 
 /// A shared store (Redis) could not answer and the tenant's policy says to
 /// fail closed (`spec.redis.onFailure: failClosed`): the request gets 503.
@@ -107,6 +129,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ServerConfig) -> anyhow::Result<Self> {
+        Self::build_with(config, Stores::default()).await
+    }
+
+    /// As [`Application::build`], with rate-limit and quota state in `stores`
+    /// (tests move their clocks).
+    pub async fn build_with(config: ServerConfig, stores: Stores) -> anyhow::Result<Self> {
         let (api_key, generated) = match config.bootstrap_api_key {
             Some(key) => (key, None),
             None => {
@@ -126,7 +154,6 @@ impl Application {
             anyhow::anyhow!("invalid tenant policies:\n  {}", lines.join("\n  "))
         })?;
         policies.spawn_watchers();
-        let stores = config.stores;
         let (rate, quota, redis) = match &config.redis {
             None => (stores.rate, stores.quota, None),
             Some(settings) => {

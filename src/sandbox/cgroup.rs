@@ -481,7 +481,7 @@ fn keyed_value(path: &Path, key: &str) -> u64 {
 /// Removes the groups of pyexec instances that died without cleaning up (a
 /// SIGKILLed server, a test process): empty groups whose owner pid is gone.
 fn remove_stale_instances(parent: &Path) {
-    for dir in super::stale_entries(parent, "pyexec-") {
+    for dir in super::process::stale_entries(parent, "pyexec-") {
         // A group can only be removed once its children (runs, zygotes) are.
         if let Ok(children) = fs::read_dir(&dir) {
             for child in children.flatten().filter(|c| c.path().is_dir()) {

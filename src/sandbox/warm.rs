@@ -24,8 +24,11 @@ use tokio::sync::oneshot;
 
 use super::capture::read_capped;
 use super::cgroup::{Cgroups, RunCgroup};
+use super::launch::nsjail_command;
 use super::limits::{JailPaths, Limits, MIB};
-use super::{pipe, pipe_reader, Job, RawRun, SandboxError, Teardown};
+use super::outcome::{parse_frame, signal_from_exit_code, RawRun};
+use super::process::{pipe, pipe_reader};
+use super::{Job, SandboxError, Teardown};
 
 /// When a zygote is replaced by a fresh one: every runner shares the zygote's
 /// address-space layout, so it is not kept forever.
@@ -68,6 +71,22 @@ pub struct WarmPoolStatus {
     /// Runs that found no ready runner and waited for one to be made: the
     /// pool is refilled more slowly than requests come (a saturated machine).
     pub runs_that_waited_for_a_runner: u64,
+}
+
+impl WarmPoolStatus {
+    /// The counts as the `pyexec_warm_pool` gauge names its states.
+    pub fn gauges(&self) -> [(&'static str, u64); 5] {
+        [
+            ("zygotes", self.zygotes as u64),
+            ("zygotes_started", self.zygotes_started),
+            ("zygote_failures", self.zygote_failures),
+            ("runs", self.runs),
+            (
+                "runs_that_waited_for_a_runner",
+                self.runs_that_waited_for_a_runner,
+            ),
+        ]
+    }
 }
 
 /// Zygotes by sandbox configuration (the tenant-specific nsjail config).
@@ -283,7 +302,7 @@ impl WarmPool {
             ready_runners,
             self.config.idle_warm_up,
         );
-        let mut command = super::nsjail_command(
+        let mut command = nsjail_command(
             paths,
             &argv,
             Stdio::null(),
@@ -314,7 +333,10 @@ impl WarmPool {
                 tokio::spawn(forward_lines(stream, source, generation));
             }
         }
-        let nsjail_log = tokio::spawn(read_capped(pipe_reader(log_read)?, 64 * 1024));
+        let nsjail_log = tokio::spawn(read_capped(
+            pipe_reader(log_read).map_err(|e| fail("pipe", &e))?,
+            64 * 1024,
+        ));
 
         set_nonblocking(gateway_end.as_raw_fd()).map_err(|e| fail("socket", &e))?;
         // SAFETY: the OwnedFd is moved into the AsyncFd and closed only when it drops.
@@ -464,9 +486,18 @@ impl WarmPool {
             ));
         }
         drop((runner, stdin_read, stdout_write, stderr_write, result_write));
-        let stdout = tokio::spawn(read_capped(pipe_reader(stdout_read)?, limits.output_bytes));
-        let stderr = tokio::spawn(read_capped(pipe_reader(stderr_read)?, limits.output_bytes));
-        let mut result = tokio::spawn(read_capped(pipe_reader(result_read)?, limits.result_bytes));
+        let stdout = tokio::spawn(read_capped(
+            pipe_reader(stdout_read).map_err(io_error)?,
+            limits.output_bytes,
+        ));
+        let stderr = tokio::spawn(read_capped(
+            pipe_reader(stderr_read).map_err(io_error)?,
+            limits.output_bytes,
+        ));
+        let mut result = tokio::spawn(read_capped(
+            pipe_reader(result_read).map_err(io_error)?,
+            limits.result_bytes,
+        ));
 
         // The runner is pid 1 of its own pid namespace: its pidfd turns
         // readable only once it and everything it started are gone, and
@@ -508,7 +539,7 @@ impl WarmPool {
             }
         };
         let reported = match reported {
-            Some(result) if super::frame::parse(&result.bytes).is_some() => {
+            Some(result) if parse_frame(&result.bytes).is_some() => {
                 let duration = started.elapsed();
                 runner_exit.kill();
                 run_cgroup.kill_now();
@@ -570,7 +601,7 @@ impl WarmPool {
             stderr,
             result,
             code,
-            signal: code.and_then(super::signal_from_exit_code),
+            signal: code.and_then(signal_from_exit_code),
             timed_out,
             duration,
         };

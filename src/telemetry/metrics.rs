@@ -349,18 +349,10 @@ impl Metrics {
         }
     }
 
-    /// The warm pool's state, sampled by the `/metrics` handler.
-    pub fn set_warm_pool(&self, pool: &crate::sandbox::WarmPoolStatus) {
-        for (state, n) in [
-            ("zygotes", pool.zygotes as u64),
-            ("zygotes_started", pool.zygotes_started),
-            ("zygote_failures", pool.zygote_failures),
-            ("runs", pool.runs),
-            (
-                "runs_that_waited_for_a_runner",
-                pool.runs_that_waited_for_a_runner,
-            ),
-        ] {
+    /// The warm pool's state by name (`zygotes`, `runs`, …), sampled by the
+    /// `/metrics` handler.
+    pub fn set_warm_pool<'a>(&self, states: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (state, n) in states {
             self.warm_pool.with_label_values(&[state]).set(n as i64);
         }
     }
@@ -378,14 +370,7 @@ mod tests {
         m.cache_lookup("acme", "miss");
         m.rate_limited("acme");
         m.quota_exceeded("acme", "executions");
-        m.set_warm_pool(&crate::sandbox::WarmPoolStatus {
-            zygotes: 2,
-            zygote_pids: vec![],
-            zygotes_started: 3,
-            zygote_failures: 1,
-            runs: 10,
-            runs_that_waited_for_a_runner: 4,
-        });
+        m.set_warm_pool([("zygotes", 2), ("runs", 10)]);
         let text = m.render();
         for needle in [
             "pyexec_http_requests_total{route=\"/execute\",status=\"200\",tenant=\"acme\"}",

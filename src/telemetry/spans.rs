@@ -1,6 +1,7 @@
-//! The child spans of a request, one per stage, with the names Cloud Trace
-//! shows: `authenticate`, `validate`, `rate_limit`, `quota`, `cache.lookup`,
-//! `sandbox.queue` and `sandbox.run`.
+//! The child spans of a request, one per gateway stage, with the names Cloud
+//! Trace shows: `authenticate`, `validate`, `rate_limit`, `quota` and
+//! `cache.lookup`. The sandbox's own `sandbox.queue` and `sandbox.run` are
+//! made by `sandbox::trace`, with the helpers here.
 //!
 //! Every span has an `outcome` field a stage fills in ([`record_outcome`]).
 //! Fields hold identifiers and numbers only: never the script, its args, its
@@ -13,15 +14,11 @@
 //! telemetry::spans::record_outcome(&span, if checked.is_ok() { "allowed" } else { "rate-limited" });
 //! ```
 
-use std::time::Duration;
-
 use sha2::{Digest, Sha256};
 use tracing::field::Empty;
 use tracing::Span;
 
-use super::metrics::{metrics, NO_TENANT};
-use super::request;
-use crate::sandbox::{RunReport, SandboxError};
+use super::metrics::metrics;
 
 /// The first 16 hex digits (64 bits) of the script's SHA-256: enough to
 /// group runs of the same script, while the script itself stays private.
@@ -75,125 +72,6 @@ pub fn record_cache(span: &Span, tenant: &str, result: &str) {
     span.record("cache.result", result);
     span.record("outcome", result);
     metrics().cache_lookup(tenant, result);
-}
-
-/// Waiting for a sandbox slot.
-pub fn sandbox_queue(queue_depth: usize) -> Span {
-    tracing::info_span!(
-        "sandbox.queue",
-        sandbox.queue_depth = queue_depth as i64,
-        outcome = Empty
-    )
-}
-
-/// Records the end of the wait; a refusal is counted by its reason.
-pub fn record_queue<T>(span: &Span, waited: &Result<T, SandboxError>) {
-    let outcome = match waited {
-        Ok(_) => "acquired",
-        Err(e) => {
-            let reason = rejection_reason(e);
-            metrics().sandbox_rejected(reason);
-            reason
-        }
-    };
-    record_outcome(span, outcome);
-}
-
-fn rejection_reason(error: &SandboxError) -> &'static str {
-    match error {
-        SandboxError::Saturated => "saturated",
-        SandboxError::Unavailable(_) => "unavailable",
-        SandboxError::LaunchFailed(_) => "launch-failed",
-    }
-}
-
-/// One run in the jail: its span, and the in-progress gauge it holds until
-/// [`RunSpan::finish`] or, when the request is dropped mid-run (the client
-/// went away), until it is dropped.
-pub struct RunSpan {
-    span: Span,
-    mode: &'static str,
-    finished: bool,
-}
-
-/// Starts the span of one run. The mode is the one the run is meant to get;
-/// the report's mode is recorded when it ends.
-pub fn sandbox_run(script: &str, mode: &'static str) -> RunSpan {
-    let span = tracing::info_span!(
-        "sandbox.run",
-        sandbox.mode = mode,
-        script.sha256 = %script_sha256_prefix(script),
-        outcome = Empty,
-        exit.signal = Empty,
-        duration_ms = Empty,
-        cpu_time_ms = Empty,
-        peak_memory_bytes = Empty,
-        stdout_bytes = Empty,
-        stderr_bytes = Empty,
-        stdout_truncated = Empty,
-        otel.status_code = Empty,
-    );
-    metrics().sandbox_run_started(mode);
-    RunSpan {
-        span,
-        mode,
-        finished: false,
-    }
-}
-
-impl RunSpan {
-    pub fn span(&self) -> Span {
-        self.span.clone()
-    }
-
-    /// Records how the run ended on its span and in the metrics.
-    pub fn finish(mut self, result: &Result<RunReport, SandboxError>) {
-        self.finished = true;
-        let (span, mode) = (&self.span, self.mode);
-        match result {
-            Ok(report) => {
-                let outcome = report.outcome.label();
-                span.record("sandbox.mode", report.mode.label());
-                record_outcome(span, outcome);
-                if let Some(signal) = report.signal {
-                    span.record("exit.signal", signal);
-                }
-                span.record("duration_ms", millis(report.duration));
-                span.record("cpu_time_ms", millis(report.usage.cpu_time));
-                span.record("peak_memory_bytes", report.usage.peak_memory_bytes as i64);
-                span.record("stdout_bytes", report.stdout.text.len() as i64);
-                span.record("stderr_bytes", report.stderr.text.len() as i64);
-                span.record("stdout_truncated", report.stdout.truncated);
-                metrics().sandbox_run_finished(mode, report.mode.label(), outcome, report.duration);
-                let tenant = request::tenant();
-                metrics().sandbox_cpu_used(
-                    tenant.as_deref().unwrap_or(NO_TENANT),
-                    report.usage.cpu_time,
-                );
-            }
-            Err(e) => {
-                let reason = rejection_reason(e);
-                record_outcome(span, reason);
-                span.record("otel.status_code", "ERROR");
-                metrics().sandbox_rejected(reason);
-                metrics().sandbox_run_ended_without_report(mode);
-            }
-        }
-    }
-}
-
-impl Drop for RunSpan {
-    fn drop(&mut self) {
-        if !self.finished {
-            // The request was dropped with the run (its jail is killed with it).
-            record_outcome(&self.span, "cancelled");
-            metrics().sandbox_run_ended_without_report(self.mode);
-        }
-    }
-}
-
-fn millis(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 #[cfg(test)]

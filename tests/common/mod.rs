@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyexec::config::ServerConfig;
 use pyexec::gateway::redis::RedisSettings;
-use pyexec::gateway::Application;
+use pyexec::gateway::{Application, ServerConfig, Stores};
 use pyexec::sandbox::{Sandbox, SandboxConfig, SandboxMode};
 use serde_json::{json, Value};
 
@@ -55,7 +54,6 @@ pub fn server_config() -> ServerConfig {
         bootstrap_api_key: Some(API_KEY.to_string()),
         policies_dir: None,
         cache_bytes: 16 * 1024 * 1024,
-        stores: Default::default(),
         redis: None,
     }
 }
@@ -372,6 +370,12 @@ impl TestServer {
     /// Starts a server on its own thread and runtime (so it outlives any one
     /// test's runtime) and waits until its sandbox self-test has passed.
     pub fn start(config: ServerConfig, wait_ready: bool) -> Self {
+        Self::start_with_stores(config, Stores::default(), wait_ready)
+    }
+
+    /// As [`TestServer::start`], with the rate-limit and quota state in
+    /// `stores` (a clock the test moves).
+    pub fn start_with_stores(config: ServerConfig, stores: Stores, wait_ready: bool) -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -380,7 +384,9 @@ impl TestServer {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let app = Application::build(config).await.expect("server builds");
+                let app = Application::build_with(config, stores)
+                    .await
+                    .expect("server builds");
                 tx.send((app.port(), app.operator_addr(), app.sandbox()))
                     .unwrap();
                 app.run_until(std::future::pending()).await.unwrap();
