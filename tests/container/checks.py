@@ -8,7 +8,6 @@ container's logs and exits 1.
 """
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -33,7 +32,7 @@ SIZE_KB = 10 * 1024
 
 def docker(*args, check=True, timeout=120):
     result = subprocess.run(
-        [DOCKER, *args], capture_output=True, text=True, timeout=timeout
+        [DOCKER, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and result.returncode != 0:
         fail(f"docker {' '.join(args[:3])}… exited {result.returncode}: {result.stderr.strip()}")
@@ -42,7 +41,7 @@ def docker(*args, check=True, timeout=120):
 
 def fail(message):
     print(f"FAIL {message}", flush=True)
-    logs = subprocess.run([DOCKER, "logs", "--tail", "60", NAME], capture_output=True, text=True)
+    logs = subprocess.run([DOCKER, "logs", "--tail", "60", NAME], capture_output=True, text=True, check=False)
     if logs.returncode == 0:
         print("---- container logs (last 60 lines) ----")
         print(logs.stdout + logs.stderr)
@@ -61,7 +60,7 @@ def expect(condition, message, detail=""):
 
 
 def remove_container():
-    subprocess.run([DOCKER, "rm", "-f", NAME], capture_output=True)
+    subprocess.run([DOCKER, "rm", "-f", NAME], capture_output=True, check=False)
 
 
 def run_command_in(document, after):
@@ -96,7 +95,7 @@ def start(argv, *extra):
     command = [argv[0], argv[1], "-d", "--name", NAME, *extra, *kept]
     command[0] = DOCKER
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         fail(f"{shlex.join(command)} exited {result.returncode}: {result.stderr.strip()}")
     return started
