@@ -481,6 +481,7 @@ async fn serve_logs_redis_outages_without_the_password() {
     redis.restart();
     eventually("the recovery is logged", logged("Redis is back")).await;
 
+    // SAFETY: kill(2) on the server this test started and has not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
     let lines = lines.lock().unwrap();

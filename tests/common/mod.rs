@@ -213,6 +213,7 @@ impl RedisServer {
 
     fn signal(&self, signal: i32) {
         let pid = self.child.as_ref().expect("redis-server is running").id();
+        // SAFETY: kill(2) on the child this helper started and still owns.
         assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
     }
 
