@@ -31,6 +31,15 @@ pub fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ones
     result
 }
 
+/// True on one of the background threads, where blocking work belongs.
+pub fn is_background_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|name| name.starts_with(THREAD_PREFIX))
+}
+
+const THREAD_PREFIX: &str = "pyexec-cgroup-";
+
 fn queue() -> &'static mpsc::Sender<Work> {
     static QUEUE: OnceLock<mpsc::Sender<Work>> = OnceLock::new();
     QUEUE.get_or_init(|| {
@@ -39,7 +48,7 @@ fn queue() -> &'static mpsc::Sender<Work> {
         for i in 0..THREADS {
             let receiver = receiver.clone();
             std::thread::Builder::new()
-                .name(format!("pyexec-cgroup-{i}"))
+                .name(format!("{THREAD_PREFIX}{i}"))
                 .spawn(move || {
                     // SAFETY: setpriority on the calling thread (who = 0).
                     unsafe {
@@ -65,14 +74,16 @@ mod tests {
 
     #[tokio::test]
     async fn work_runs_off_the_caller_at_a_lower_priority() {
-        let (thread, nice) = run(|| {
+        let (thread, nice, recognised) = run(|| {
             // SAFETY: getpriority on the calling thread.
             let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-            (std::thread::current().name().map(str::to_string), nice)
+            let name = std::thread::current().name().map(str::to_string);
+            (name, nice, is_background_thread())
         })
         .await
         .unwrap();
-        assert!(thread.unwrap().starts_with("pyexec-cgroup-"));
+        assert!(thread.unwrap().starts_with(THREAD_PREFIX));
         assert_eq!(nice, NICE);
+        assert!(recognised && !is_background_thread());
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::background;
 use super::limits::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +402,9 @@ impl RunCgroup {
 
     /// SIGKILLs every process of the run, repeating until the group is empty
     /// (a process may fork while it is being killed; pids.max bounds that).
-    pub fn kill_all(&self) {
+    /// It sleeps between rounds, so only the teardown calls it, off the
+    /// async workers; a run in progress uses [`RunCgroup::kill_now`].
+    fn kill_all(&self) {
         if self.kill_now() {
             return;
         }
@@ -432,22 +435,14 @@ impl RunCgroup {
         false
     }
 
-    /// Kills what is left and removes the group (blocking: call it off the
-    /// async threads). Dropping the group does the same, so a run whose
-    /// request is abandoned (client gone, drain deadline) leaves nothing either.
-    pub fn destroy(self) {
-        drop(self);
-    }
-}
-
-impl Drop for RunCgroup {
+    /// Kills every process and removes the group's directories (blocking).
     /// Removal of a dying process's group can fail for a moment, so it is
     /// retried briefly.
-    fn drop(&mut self) {
+    fn remove_now(&mut self) {
         self.kill_all();
-        for dir in &self.dirs {
+        for dir in self.dirs.clone() {
             for attempt in 0..200 {
-                match fs::remove_dir(dir) {
+                match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     Err(_) if attempt < 199 => {
@@ -459,6 +454,36 @@ impl Drop for RunCgroup {
                     }
                 }
             }
+        }
+        // Nothing is left for a later drop to do.
+        self.dirs.clear();
+    }
+
+    /// Kills what is left and removes the group (blocking: call it off the
+    /// async threads). Dropping the group does the same, so a run whose
+    /// request is abandoned (client gone, drain deadline) leaves nothing either.
+    pub fn destroy(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RunCgroup {
+    /// Kills what is left at once. Waiting for it to go and removing the
+    /// group wait for the kernel, so on an async worker (a request dropped
+    /// mid-run: its client went away) that part goes to the background
+    /// threads; there, and off the runtime, it is done here.
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let on_async_worker =
+            tokio::runtime::Handle::try_current().is_ok() && !background::is_background_thread();
+        if on_async_worker {
+            self.kill_now();
+            let mut rest = RunCgroup::new(std::mem::take(&mut self.dirs), self.version);
+            drop(background::run(move || rest.remove_now()));
+        } else {
+            self.remove_now();
         }
     }
 }

@@ -606,12 +606,12 @@ impl Sandbox {
         let (status, timed_out) = tokio::select! {
             status = child.wait() => (status, None),
             limit = time_limit(run_cgroup.cpu_meter(), deadline, limits.cpu_seconds) => {
-                run_cgroup.kill_all();
+                run_cgroup.kill_now();
                 (child.wait().await, Some(limit))
             }
         };
         // Everything in the jail is gone once its pid 1 is: the readers reach EOF.
-        run_cgroup.kill_all();
+        run_cgroup.kill_now();
         let duration = started.elapsed();
         feeder.abort();
         let status = status.map_err(launch_error)?;

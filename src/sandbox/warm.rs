@@ -572,7 +572,7 @@ impl WarmPool {
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), runner_exit.wait()).await;
         let duration = started.elapsed();
-        run_cgroup.kill_all();
+        run_cgroup.kill_now();
         feeder.abort();
         let (stdout, stderr) = (joined(stdout.await), joined(stderr.await));
         let result = match reported {
