@@ -48,64 +48,162 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
+/// Every problem type of the API contract, with its status and title. A
+/// new outcome of a run is a compile error here until it has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    TooLarge,
+    UnsupportedMediaType,
+    RequestTimeout,
+    SyntaxError,
+    MissingMain,
+    RuntimeError,
+    NonJsonResult,
+    Timeout,
+    MemoryLimit,
+    SandboxKilled,
+    RateLimited,
+    QuotaExceeded,
+    Unavailable,
+    NotFound,
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 18] = [
+        ProblemKind::InvalidRequest,
+        ProblemKind::Unauthorized,
+        ProblemKind::Forbidden,
+        ProblemKind::TooLarge,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::RequestTimeout,
+        ProblemKind::SyntaxError,
+        ProblemKind::MissingMain,
+        ProblemKind::RuntimeError,
+        ProblemKind::NonJsonResult,
+        ProblemKind::Timeout,
+        ProblemKind::MemoryLimit,
+        ProblemKind::SandboxKilled,
+        ProblemKind::RateLimited,
+        ProblemKind::QuotaExceeded,
+        ProblemKind::Unavailable,
+        ProblemKind::NotFound,
+        ProblemKind::Internal,
+    ];
+
+    /// The last segment of the problem's type URI.
+    pub fn slug(self) -> &'static str {
         match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Script(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } | ApiError::QuotaExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemKind::InvalidRequest => "invalid-request",
+            ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Forbidden => "forbidden",
+            ProblemKind::TooLarge => "too-large",
+            ProblemKind::UnsupportedMediaType => "unsupported-media-type",
+            ProblemKind::RequestTimeout => "request-timeout",
+            ProblemKind::SyntaxError => "syntax-error",
+            ProblemKind::MissingMain => "missing-main",
+            ProblemKind::RuntimeError => "runtime-error",
+            ProblemKind::NonJsonResult => "non-json-result",
+            ProblemKind::Timeout => "timeout",
+            ProblemKind::MemoryLimit => "memory-limit",
+            ProblemKind::SandboxKilled => "sandbox-killed",
+            ProblemKind::RateLimited => "rate-limited",
+            ProblemKind::QuotaExceeded => "quota-exceeded",
+            ProblemKind::Unavailable => "unavailable",
+            ProblemKind::NotFound => "not-found",
+            ProblemKind::Internal => "internal",
         }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ProblemKind::InvalidRequest => "Invalid request",
+            ProblemKind::Unauthorized => "Unauthorized",
+            ProblemKind::Forbidden => "Forbidden",
+            ProblemKind::TooLarge => "Request too large",
+            ProblemKind::UnsupportedMediaType => "Unsupported media type",
+            ProblemKind::RequestTimeout => "Request timeout",
+            ProblemKind::SyntaxError => "Syntax error",
+            ProblemKind::MissingMain => "Missing main function",
+            ProblemKind::RuntimeError => "Runtime error",
+            ProblemKind::NonJsonResult => "Result is not JSON",
+            ProblemKind::Timeout => "Time limit reached",
+            ProblemKind::MemoryLimit => "Memory limit reached",
+            ProblemKind::SandboxKilled => "Killed by the sandbox",
+            ProblemKind::RateLimited => "Rate limit reached",
+            ProblemKind::QuotaExceeded => "Quota exhausted",
+            ProblemKind::Unavailable => "Service unavailable",
+            ProblemKind::NotFound => "Not found",
+            ProblemKind::Internal => "Internal error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ProblemKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
+            ProblemKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProblemKind::SyntaxError
+            | ProblemKind::MissingMain
+            | ProblemKind::RuntimeError
+            | ProblemKind::NonJsonResult
+            | ProblemKind::Timeout
+            | ProblemKind::MemoryLimit
+            | ProblemKind::SandboxKilled => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::RateLimited | ProblemKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::NotFound => StatusCode::NOT_FOUND,
+            ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem a run's outcome is. A success is never a problem: handed
+    /// one, this is our bug.
+    pub fn of_outcome(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::SyntaxError { .. } => ProblemKind::SyntaxError,
+            Outcome::MissingMain(_) => ProblemKind::MissingMain,
+            Outcome::RuntimeError { .. } => ProblemKind::RuntimeError,
+            Outcome::NonJsonResult(_) => ProblemKind::NonJsonResult,
+            Outcome::Timeout { .. } => ProblemKind::Timeout,
+            Outcome::MemoryLimit { .. } => ProblemKind::MemoryLimit,
+            Outcome::Killed { .. } => ProblemKind::SandboxKilled,
+            Outcome::Success(_) => ProblemKind::Internal,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn problem(&self) -> ProblemKind {
+        match self {
+            ApiError::InvalidRequest(_) => ProblemKind::InvalidRequest,
+            ApiError::Unauthorized(_) => ProblemKind::Unauthorized,
+            ApiError::Forbidden(_) => ProblemKind::Forbidden,
+            ApiError::TooLarge(_) => ProblemKind::TooLarge,
+            ApiError::UnsupportedMediaType(_) => ProblemKind::UnsupportedMediaType,
+            ApiError::RequestTimeout(_) => ProblemKind::RequestTimeout,
+            ApiError::Script(failure) => ProblemKind::of_outcome(&failure.outcome),
+            ApiError::RateLimited { .. } => ProblemKind::RateLimited,
+            ApiError::QuotaExceeded { .. } => ProblemKind::QuotaExceeded,
+            ApiError::Unavailable { .. } => ProblemKind::Unavailable,
+            ApiError::NotFound => ProblemKind::NotFound,
+            ApiError::Internal(_) => ProblemKind::Internal,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.problem().status()
     }
 
     /// The problem type suffix of the API contract.
     pub fn kind(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest(_) => "invalid-request",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::TooLarge(_) => "too-large",
-            ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
-            ApiError::RequestTimeout(_) => "request-timeout",
-            ApiError::Script(failure) => failure.outcome.label(),
-            ApiError::RateLimited { .. } => "rate-limited",
-            ApiError::QuotaExceeded { .. } => "quota-exceeded",
-            ApiError::Unavailable { .. } => "unavailable",
-            ApiError::NotFound => "not-found",
-            ApiError::Internal(_) => "internal",
-        }
-    }
-
-    fn title(&self) -> &'static str {
-        match self.kind() {
-            "invalid-request" => "Invalid request",
-            "unauthorized" => "Unauthorized",
-            "forbidden" => "Forbidden",
-            "too-large" => "Request too large",
-            "unsupported-media-type" => "Unsupported media type",
-            "request-timeout" => "Request timeout",
-            "syntax-error" => "Syntax error",
-            "missing-main" => "Missing main function",
-            "runtime-error" => "Runtime error",
-            "non-json-result" => "Result is not JSON",
-            "timeout" => "Time limit reached",
-            "memory-limit" => "Memory limit reached",
-            "sandbox-killed" => "Killed by the sandbox",
-            "rate-limited" => "Rate limit reached",
-            "quota-exceeded" => "Quota exhausted",
-            "unavailable" => "Service unavailable",
-            "not-found" => "Not found",
-            _ => "Internal error",
-        }
+        self.problem().slug()
     }
 
     fn detail(&self) -> String {
@@ -153,7 +251,7 @@ impl ApiError {
             "type".into(),
             json!(format!("{PROBLEM_BASE}{}", self.kind())),
         );
-        body.insert("title".into(), json!(self.title()));
+        body.insert("title".into(), json!(self.problem().title()));
         body.insert("status".into(), json!(self.status().as_u16()));
         body.insert("detail".into(), json!(detail));
         body.insert("error".into(), json!(detail));
@@ -226,5 +324,49 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_has_its_own_slug_and_title() {
+        let mut slugs: Vec<_> = ProblemKind::ALL.iter().map(|k| k.slug()).collect();
+        let mut titles: Vec<_> = ProblemKind::ALL.iter().map(|k| k.title()).collect();
+        slugs.sort_unstable();
+        slugs.dedup();
+        titles.sort_unstable();
+        titles.dedup();
+        assert_eq!(slugs.len(), ProblemKind::ALL.len());
+        assert_eq!(titles.len(), ProblemKind::ALL.len());
+    }
+
+    #[test]
+    fn a_failed_run_is_a_422_named_as_traces_and_metrics_name_its_outcome() {
+        let detail = || "d".to_string();
+        for outcome in [
+            Outcome::SyntaxError {
+                message: detail(),
+                line: None,
+                column: None,
+            },
+            Outcome::MissingMain(detail()),
+            Outcome::RuntimeError {
+                exception: detail(),
+                message: detail(),
+                traceback: detail(),
+            },
+            Outcome::NonJsonResult(detail()),
+            Outcome::Timeout { detail: detail() },
+            Outcome::MemoryLimit { detail: detail() },
+            Outcome::Killed { detail: detail() },
+        ] {
+            let problem = ProblemKind::of_outcome(&outcome);
+            assert_eq!(problem.slug(), outcome.label());
+            assert_eq!(problem.status(), StatusCode::UNPROCESSABLE_ENTITY);
+            assert_ne!(problem, ProblemKind::Internal);
+        }
     }
 }
