@@ -14,15 +14,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pyexec::gateway::cache::ResultCache;
-use pyexec::gateway::quota::{InMemoryQuotaStore, QuotaStore};
-use pyexec::gateway::ratelimit::{InMemoryRateStore, RateStore};
-use pyexec::gateway::redis::{
-    RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings,
-};
 use pyexec::gateway::Application;
 use pyexec::gateway::ServerConfig;
 use pyexec::sandbox::SandboxConfig;
+use pyexec::stores::cache::ResultCache;
+use pyexec::stores::quota::{InMemoryQuotaStore, QuotaStore};
+use pyexec::stores::rate::{InMemoryRateStore, RateStore};
+use pyexec::stores::redis::{
+    RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings,
+};
 use pyexec::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
 
 const API_KEY: &str = "pyx_redis_bench_key";
@@ -107,7 +107,7 @@ async fn stores(settings: &RedisSettings, n: usize) -> anyhow::Result<()> {
     let key = [7u8; 32];
     moka.insert(
         key,
-        Arc::new(pyexec::gateway::cache::CachedResult {
+        Arc::new(pyexec::stores::cache::CachedResult {
             body: body.clone(),
             ttl: Duration::from_secs(600),
         }),

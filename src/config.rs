@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::gateway::connection::ConnectionLimits;
-use crate::gateway::redis::RedisSettings;
 use crate::gateway::ServerConfig;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
+use crate::stores::redis::RedisSettings;
 
 /// Where the jail's parts live; shared by `serve` and `run`.
 #[derive(Debug, Clone, Args)]

@@ -8,9 +8,10 @@
 //!
 //! | floor | module | its job |
 //! | --- | --- | --- |
-//! | 5 | `main.rs` (the binary) | the command line: `serve`, `run`, `token`, `keys new`, `policy check` |
-//! | 4 | [`config`] | the flags and `PYEXEC_*` variables, checked once, turned into the gateway's [`gateway::ServerConfig`] and the sandbox's [`sandbox::SandboxConfig`] (plain data) |
-//! | 3 | [`gateway`] | HTTP: router, handlers, auth, rate limits, quotas, the result cache and their Redis versions, the one error type (problem+json), connections, the operator listener |
+//! | 6 | `main.rs` (the binary) | the command line: `serve`, `run`, `token`, `keys new`, `policy check` |
+//! | 5 | [`config`] | the flags and `PYEXEC_*` variables, checked once, turned into the gateway's [`gateway::ServerConfig`] and the sandbox's [`sandbox::SandboxConfig`] (plain data) |
+//! | 4 | [`gateway`] | HTTP: router, handlers, auth, the one error type (problem+json), the `RateLimit` headers, connections, the operator listener |
+//! | 3 | [`stores`] | per-tenant state: rate limits, quotas and the result cache, in memory and in Redis, behind traits |
 //! | 2 | [`tenants`] | tenant policy files: parsed, validated, looked up by key or issuer, hot-reloaded |
 //! | 1 | [`sandbox`] | everything that touches nsjail: limits and argv, cgroups, the cold and warm paths, the fair share of slots, what a run's outcome is; usable without the gateway (`pyexec run`) |
 //! | 0 | [`telemetry`] | the ground: tracing subscriber, OTLP exporter, log format, metrics registry, the gateway stages' spans; it knows no type of the floors above (the sandbox records its own spans in `sandbox::trace`) |
@@ -25,5 +26,6 @@
 pub mod config;
 pub mod gateway;
 pub mod sandbox;
+pub mod stores;
 pub mod telemetry;
 pub mod tenants;

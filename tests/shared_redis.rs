@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{redis_server_config, tenant_yaml, PolicyDir, RedisServer, TestServer};
-use pyexec::gateway::quota::{QuotaError, QuotaStore};
-use pyexec::gateway::ratelimit::{InMemoryRateStore, RateStore};
-use pyexec::gateway::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
+use pyexec::stores::quota::{QuotaError, QuotaStore};
+use pyexec::stores::rate::{InMemoryRateStore, RateStore};
+use pyexec::stores::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
 use pyexec::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy};
 use serde_json::{json, Value};
 

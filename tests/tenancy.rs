@@ -13,9 +13,9 @@ use base64::Engine;
 use common::{policy_server_config, tenant_yaml, PolicyDir, TestServer};
 use governor::clock::FakeRelativeClock;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use pyexec::gateway::quota::InMemoryQuotaStore;
-use pyexec::gateway::ratelimit::InMemoryRateStore;
-use pyexec::gateway::Stores;
+use pyexec::stores::quota::InMemoryQuotaStore;
+use pyexec::stores::rate::InMemoryRateStore;
+use pyexec::stores::Stores;
 use serde_json::{json, Value};
 
 const ALPHA_KEY: &str = "pyx_alpha_test_key";

@@ -14,12 +14,14 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
 
 use super::auth::authenticate;
-use super::cache::{self, CachedResult};
 use super::error::{ApiError, ScriptFailure};
-use super::quota::QuotaError;
-use super::ratelimit::{self, ceil_secs};
-use super::{AppState, StoreUnavailable};
+use super::ratelimit_headers;
+use super::AppState;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
+use crate::stores::cache::{self, CachedResult};
+use crate::stores::quota::QuotaError;
+use crate::stores::rate::ceil_secs;
+use crate::stores::StoreUnavailable;
 use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
 use tracing::{Instrument, Span};
@@ -197,7 +199,7 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
     } else {
         None
     };
-    response.headers_mut().extend(ratelimit::headers(
+    response.headers_mut().extend(ratelimit_headers::headers(
         rate.as_ref().map(|(policy, decision)| (*policy, decision)),
         quota.map(|usage| (&tenant.quota, usage.executions, usage.resets_in)),
     ));

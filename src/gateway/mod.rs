@@ -1,7 +1,6 @@
 //! The HTTP gateway: router, handlers and the state they share.
 
 mod auth;
-pub mod cache;
 pub mod connection;
 pub mod error;
 mod execute;
@@ -9,9 +8,7 @@ mod health;
 mod metrics;
 pub mod openapi;
 mod operator;
-pub mod quota;
-pub mod ratelimit;
-pub mod redis;
+mod ratelimit_headers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,13 +33,16 @@ pub use error::ApiError;
 pub use execute::{success_body, ExecuteRequest};
 
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::stores::cache::ResultCache;
+use crate::stores::quota::QuotaStore;
+use crate::stores::rate::RateStore;
+use crate::stores::redis::{
+    RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings,
+};
+use crate::stores::Stores;
 use crate::tenants::policy::LoadContext;
 use crate::tenants::PolicyStore;
-use cache::ResultCache;
 use connection::{ConnectionLimits, Server, OPERATOR_MAX_CONNECTIONS};
-use quota::{InMemoryQuotaStore, QuotaStore};
-use ratelimit::{InMemoryRateStore, RateStore};
-use redis::{RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings};
 
 /// Everything `Application::build` needs: plain data, made from the flags by
 /// `config`.
@@ -66,11 +66,6 @@ pub struct ServerConfig {
     pub redis: Option<RedisSettings>,
 }
 
-/// A shared store (Redis) could not answer and the tenant's policy says to
-/// fail closed (`spec.redis.onFailure: failClosed`): the request gets 503.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreUnavailable;
-
 #[derive(Clone)]
 pub struct AppState {
     pub sandbox: Arc<Sandbox>,
@@ -86,33 +81,6 @@ pub struct AppState {
     /// How long a client has to send its request headers, and again its body.
     pub read_timeout: Duration,
     pub draining: Arc<AtomicBool>,
-}
-
-/// Where rate-limit and quota state lives (in memory unless replaced, e.g.
-/// by tests that move the clock). With Redis configured, `rate` is what a
-/// tenant falls back to while Redis is down and `clock` dates the shared
-/// quota counters.
-#[derive(Clone)]
-pub struct Stores {
-    pub rate: Arc<dyn RateStore>,
-    pub quota: Arc<dyn QuotaStore>,
-    pub clock: quota::WallClock,
-}
-
-impl Default for Stores {
-    fn default() -> Self {
-        Self {
-            rate: Arc::new(InMemoryRateStore::new()),
-            quota: Arc::new(InMemoryQuotaStore::default()),
-            clock: Arc::new(std::time::SystemTime::now),
-        }
-    }
-}
-
-impl std::fmt::Debug for Stores {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stores").finish_non_exhaustive()
-    }
 }
 
 /// A bound, not yet serving gateway. Tests build it on port 0 and ask for the

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use pyexec::gateway::redis::RedisSettings;
-use pyexec::gateway::{Application, ServerConfig, Stores};
+use pyexec::gateway::{Application, ServerConfig};
 use pyexec::sandbox::{Sandbox, SandboxConfig, SandboxMode};
+use pyexec::stores::redis::RedisSettings;
+use pyexec::stores::Stores;
 use serde_json::{json, Value};
 
 pub const API_KEY: &str = "pyx_test_key_for_the_integration_suite";

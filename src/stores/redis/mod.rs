@@ -13,26 +13,30 @@
 //! the day. A write that timed out may still run later (the command was
 //! already on the wire); replaying it from the buffer with the same id then
 //! does nothing, so usage is neither lost nor counted twice.
+//!
+//! This module is the connection and its health ([`RedisBackend`]); the
+//! three stores built on it are in `rate`, `quota` and `cache`.
 
-use std::collections::HashMap;
+mod cache;
+mod quota;
+mod rate;
+
+pub use cache::RedisCache;
+pub use quota::RedisQuotaStore;
+pub use rate::RedisRateStore;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde_json::{json, Value};
 
-use super::cache::CacheKey;
-use super::quota::{
-    check_limits, utc_day, QuotaError, QuotaStore, QuotaUsage, WallClock, DAY_SECS,
-};
-use super::ratelimit::{replenish_interval, RateDecision, RateStore};
+use super::quota::DAY_SECS;
 use super::StoreUnavailable;
-use crate::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
+use crate::tenants::OnFailure;
 
 /// Largest result body written to the shared cache: bigger ones stay in the
 /// replica's own cache only, so one tenant cannot fill Redis's memory.
@@ -398,335 +402,19 @@ async fn probe(backend: Weak<RedisBackend>) {
 /// KEYS[1]: the tenant's theoretical arrival time (µs). ARGV: emission
 /// interval (µs), burst. Returns {allowed, remaining, retry-after µs, reset µs},
 /// the same numbers the in-memory (governor) store gives.
-const GCRA_LUA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - interval * burst
-if allow_at > now then
-  return {0, 0, allow_at - now, tat - now}
-end
-redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1)
-return {1, math.floor((now - allow_at) / interval), 0, new_tat - now}
-";
+const GCRA_LUA: &str = include_str!("lua/gcra.lua");
 
 /// Counts one execution unless a limit is reached, atomically across
 /// replicas. KEYS: the day's counters (hash), the day's applied op ids (set).
 /// ARGV: op id, executions limit, CPU limit µs (-1: none), expire-at (next
 /// UTC midnight). An id already applied (or revoked) is not counted again.
 /// Returns {allowed, executions, cpu µs}.
-const BEGIN_LUA: &str = r"
-local e = tonumber(redis.call('HGET', KEYS[1], 'executions') or '0')
-local c = tonumber(redis.call('HGET', KEYS[1], 'cpu_us') or '0')
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {1, e, c} end
-local le = tonumber(ARGV[2])
-local lc = tonumber(ARGV[3])
-if (le >= 0 and e >= le) or (lc >= 0 and c >= lc) then return {0, e, c} end
-e = redis.call('HINCRBY', KEYS[1], 'executions', 1)
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('EXPIREAT', KEYS[1], ARGV[4])
-redis.call('EXPIREAT', KEYS[2], ARGV[4])
-return {1, e, c}
-";
+const BEGIN_LUA: &str = include_str!("lua/quota_begin.lua");
 
 /// Applies one quota write once. ARGV: op id, executions delta, CPU µs
 /// delta, expire-at, id of a begin to revoke (or ''). A revoked begin that
 /// never ran is marked so that it never will; one that ran is undone.
-const APPLY_LUA: &str = r"
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('EXPIREAT', KEYS[2], ARGV[4])
-if ARGV[5] ~= '' then
-  if redis.call('SADD', KEYS[2], ARGV[5]) == 1 then return 1 end
-  redis.call('HINCRBY', KEYS[1], 'executions', -1)
-else
-  redis.call('HINCRBY', KEYS[1], 'executions', ARGV[2])
-  redis.call('HINCRBY', KEYS[1], 'cpu_us', ARGV[3])
-end
-redis.call('EXPIREAT', KEYS[1], ARGV[4])
-return 1
-";
-
-/// Rate limits shared by every replica; `local` decides while Redis is down
-/// for tenants that fall back per replica.
-pub struct RedisRateStore {
-    backend: Arc<RedisBackend>,
-    local: Arc<dyn RateStore>,
-}
-
-impl RedisRateStore {
-    pub fn new(backend: Arc<RedisBackend>, local: Arc<dyn RateStore>) -> Self {
-        Self { backend, local }
-    }
-}
-
-#[async_trait]
-impl RateStore for RedisRateStore {
-    async fn check(
-        &self,
-        tenant: &str,
-        policy: &RateLimitPolicy,
-    ) -> Result<RateDecision, StoreUnavailable> {
-        let interval_us = (replenish_interval(policy).as_micros() as u64).max(1);
-        let key = format!("pyexec:rate:{tenant}");
-        let answer = self
-            .backend
-            .call(async |conn: &mut ConnectionManager| {
-                self.backend
-                    .gcra
-                    .key(&key)
-                    .arg(interval_us)
-                    .arg(policy.burst)
-                    .invoke_async::<(i64, i64, i64, i64)>(conn)
-                    .await
-            })
-            .await;
-        match answer {
-            Ok((allowed, remaining, retry_us, reset_us)) => {
-                let micros = |us: i64| Duration::from_micros(us.max(0) as u64);
-                Ok(RateDecision {
-                    allowed: allowed == 1,
-                    remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
-                    reset: micros(reset_us),
-                    retry_after: micros(retry_us),
-                })
-            }
-            Err(_) => {
-                self.backend.on_failure(policy.on_failure)?;
-                self.local.check(tenant, policy).await
-            }
-        }
-    }
-}
-
-/// Daily quotas shared by every replica. While Redis is down, tenants that
-/// fall back per replica are checked against the last counts Redis gave
-/// plus this replica's buffered usage.
-pub struct RedisQuotaStore {
-    backend: Arc<RedisBackend>,
-    clock: WallClock,
-    /// (day, executions, CPU µs) as Redis last reported them, per tenant.
-    last_seen: Mutex<HashMap<String, (u64, i64, i64)>>,
-}
-
-impl RedisQuotaStore {
-    pub fn new(backend: Arc<RedisBackend>, clock: WallClock) -> Self {
-        Self {
-            backend,
-            clock,
-            last_seen: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn remember(&self, tenant: &str, day: u64, executions: i64, cpu_us: i64) {
-        self.last_seen
-            .lock()
-            .unwrap()
-            .insert(tenant.to_string(), (day, executions, cpu_us));
-    }
-
-    /// This replica's best knowledge of today's usage while Redis is down.
-    fn local_view(&self, tenant: &str, day: u64) -> (i64, i64) {
-        let (e, c) = match self.last_seen.lock().unwrap().get(tenant) {
-            Some(&(seen_day, e, c)) if seen_day == day => (e, c),
-            _ => (0, 0),
-        };
-        let (pe, pc) = self.backend.pending_usage(tenant, day);
-        (e + pe, c + pc)
-    }
-}
-
-fn usage(executions: i64, cpu_us: i64, resets_in: Duration) -> QuotaUsage {
-    QuotaUsage {
-        executions: executions.max(0) as u64,
-        cpu: Duration::from_micros(cpu_us.max(0) as u64),
-        resets_in,
-    }
-}
-
-#[async_trait]
-impl QuotaStore for RedisQuotaStore {
-    async fn begin_execution(
-        &self,
-        tenant: &str,
-        quota: &QuotaPolicy,
-    ) -> Result<QuotaUsage, QuotaError> {
-        let (day, resets_in) = utc_day(&self.clock);
-        let (counters, ops) = quota_keys(tenant, day);
-        let mut op = QuotaOp::new(tenant, day);
-        op.executions = 1;
-        let limit = |v: Option<u64>, scale: u64| v.map_or(-1, |v| v.saturating_mul(scale) as i64);
-        let answer = self
-            .backend
-            .call(async |conn: &mut ConnectionManager| {
-                self.backend
-                    .begin
-                    .key(&counters)
-                    .key(&ops)
-                    .arg(&op.id)
-                    .arg(limit(quota.executions_per_day, 1))
-                    .arg(limit(quota.cpu_seconds_per_day, 1_000_000))
-                    .arg((day + 1) * DAY_SECS)
-                    .invoke_async::<(i64, i64, i64)>(conn)
-                    .await
-            })
-            .await;
-        let failure = match answer {
-            Ok((allowed, e, c)) => {
-                self.remember(tenant, day, e, c);
-                let now = usage(e, c, resets_in);
-                if allowed == 1 {
-                    return Ok(now);
-                }
-                check_limits(quota, now.executions, now.cpu, resets_in)?;
-                // Redis counted a limit this replica's policy does not have
-                // (a reload in between): refuse like it did.
-                return Err(QuotaError::Denied(super::quota::QuotaDenied {
-                    exhausted: "executions",
-                    detail: "The tenant's daily quota is used up; it resets at midnight UTC."
-                        .into(),
-                    retry_after: resets_in,
-                }));
-            }
-            Err(failure) => failure,
-        };
-        // The begin may still reach Redis later: if this execution does not
-        // go ahead, withdraw it so that it is never counted.
-        let withdraw = |backend: &RedisBackend| {
-            if failure == CallError::Failed {
-                let mut revoke = QuotaOp::new(tenant, day);
-                revoke.revokes = Some(op.id.clone());
-                backend.buffer(revoke, failure);
-            }
-        };
-        if let Err(unavailable) = self.backend.on_failure(quota.on_failure) {
-            withdraw(&self.backend);
-            return Err(QuotaError::Unavailable(unavailable));
-        }
-        let (e, c) = self.local_view(tenant, day);
-        let now = usage(e, c, resets_in);
-        if let Err(denied) = check_limits(quota, now.executions, now.cpu, resets_in) {
-            withdraw(&self.backend);
-            return Err(denied.into());
-        }
-        // Same id as the begin that failed: if that one ran after all, the
-        // replay changes nothing.
-        self.backend.buffer(op, failure);
-        Ok(usage(e + 1, c, resets_in))
-    }
-
-    async fn cancel_execution(&self, tenant: &str) {
-        let (day, _) = utc_day(&self.clock);
-        let mut op = QuotaOp::new(tenant, day);
-        op.executions = -1;
-        self.backend.apply_or_buffer(op).await;
-    }
-
-    async fn add_cpu_time(&self, tenant: &str, cpu: Duration) {
-        let (day, _) = utc_day(&self.clock);
-        let mut op = QuotaOp::new(tenant, day);
-        op.cpu_us = cpu.as_micros().min(i64::MAX as u128) as i64;
-        self.backend.apply_or_buffer(op).await;
-    }
-
-    async fn usage(&self, tenant: &str) -> QuotaUsage {
-        let (day, resets_in) = utc_day(&self.clock);
-        let (counters, _) = quota_keys(tenant, day);
-        let answer = self
-            .backend
-            .call(async |conn: &mut ConnectionManager| {
-                redis::cmd("HMGET")
-                    .arg(&counters)
-                    .arg("executions")
-                    .arg("cpu_us")
-                    .query_async::<(Option<i64>, Option<i64>)>(conn)
-                    .await
-            })
-            .await;
-        match answer {
-            Ok((e, c)) => {
-                let (e, c) = (e.unwrap_or(0), c.unwrap_or(0));
-                self.remember(tenant, day, e, c);
-                usage(e, c, resets_in)
-            }
-            Err(_) => {
-                let (e, c) = self.local_view(tenant, day);
-                usage(e, c, resets_in)
-            }
-        }
-    }
-}
-
-/// The result cache's second tier: results one replica computed are hits on
-/// every other. A failure is a miss, never an error.
-#[derive(Clone)]
-pub struct RedisCache {
-    backend: Arc<RedisBackend>,
-}
-
-impl RedisCache {
-    pub fn new(backend: Arc<RedisBackend>) -> Self {
-        Self { backend }
-    }
-
-    /// `pyexec:cache:<tenant>:<policy revision>:<hex of the in-process key>`:
-    /// the in-process key already covers tenant and revision; having them in
-    /// the name too lets an operator see (and delete) one tenant's entries.
-    pub fn key(tenant: &Tenant, key: &CacheKey) -> String {
-        format!(
-            "pyexec:cache:{}:{}:{}",
-            tenant.name,
-            tenant.revision,
-            hex::encode(key)
-        )
-    }
-
-    /// A cached body and the time it has left.
-    pub async fn get(&self, tenant: &Tenant, key: &CacheKey) -> Option<(Bytes, Duration)> {
-        let name = Self::key(tenant, key);
-        let (body, ttl_ms) = self
-            .backend
-            .call(async |conn: &mut ConnectionManager| {
-                redis::pipe()
-                    .get(&name)
-                    .pttl(&name)
-                    .query_async::<(Option<Vec<u8>>, i64)>(conn)
-                    .await
-            })
-            .await
-            .ok()?;
-        // PTTL is negative for a key that just expired or has no expiry.
-        let body = body.filter(|_| ttl_ms > 0)?;
-        Some((Bytes::from(body), Duration::from_millis(ttl_ms as u64)))
-    }
-
-    pub async fn put(&self, tenant: &Tenant, key: &CacheKey, body: &Bytes, ttl: Duration) {
-        if body.len() > MAX_SHARED_CACHE_VALUE {
-            self.backend
-                .stats
-                .cache_too_large
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let name = Self::key(tenant, key);
-        let ttl_ms = ttl.as_millis().max(1) as u64;
-        let _ = self
-            .backend
-            .call(async |conn: &mut ConnectionManager| {
-                redis::cmd("SET")
-                    .arg(&name)
-                    .arg(body.as_ref())
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async::<()>(conn)
-                    .await
-            })
-            .await;
-    }
-}
+const APPLY_LUA: &str = include_str!("lua/quota_apply.lua");
 
 #[cfg(test)]
 mod tests {
@@ -761,17 +449,6 @@ mod tests {
         assert!(
             error.contains("PYEXEC_REDIS_URL") && !error.contains("hunter2"),
             "{error}"
-        );
-    }
-
-    #[test]
-    fn cache_keys_are_namespaced_by_tenant_and_policy_revision() {
-        let mut tenant = Tenant::bootstrap();
-        tenant.name = "acme".into();
-        tenant.revision = "0123456789abcdef".into();
-        assert_eq!(
-            RedisCache::key(&tenant, &[0xab; 32]),
-            format!("pyexec:cache:acme:0123456789abcdef:{}", "ab".repeat(32))
         );
     }
 }

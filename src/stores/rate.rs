@@ -1,5 +1,5 @@
-//! Request-rate limits per tenant (GCRA via `governor`) and the IETF draft
-//! `RateLimit` / `RateLimit-Policy` headers.
+//! Request-rate limits per tenant (GCRA via `governor`), kept in this
+//! process; `redis` has the shared version.
 //!
 //! The key is the tenant's name, which comes from the verified credential:
 //! no client header (X-Forwarded-For included) can change whose budget a
@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderValue};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::StoreUnavailable;
-use crate::tenants::{QuotaPolicy, RateLimitPolicy};
+use crate::tenants::RateLimitPolicy;
 
 /// One rate decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -145,50 +144,6 @@ pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// The IETF draft (draft-ietf-httpapi-ratelimit-headers) fields: the
-/// policies a tenant has (`RateLimit-Policy`) and what is left of each
-/// (`RateLimit`). `burst` is the request-rate window; `daily` the executions
-/// quota.
-pub fn headers(
-    rate: Option<(&RateLimitPolicy, &RateDecision)>,
-    quota: Option<(&QuotaPolicy, u64, Duration)>,
-) -> HeaderMap {
-    let mut policies = Vec::new();
-    let mut states = Vec::new();
-    if let Some((policy, decision)) = rate {
-        let window = ceil_secs(replenish_interval(policy) * policy.burst).max(1);
-        policies.push(format!("\"burst\";q={};w={window}", policy.burst));
-        states.push(format!(
-            "\"burst\";r={};t={}",
-            decision.remaining,
-            ceil_secs(if decision.allowed {
-                decision.reset
-            } else {
-                decision.retry_after
-            })
-        ));
-    }
-    if let Some((policy, used, resets_in)) = quota {
-        if let Some(limit) = policy.executions_per_day {
-            policies.push(format!("\"daily\";q={limit};w=86400"));
-            states.push(format!(
-                "\"daily\";r={};t={}",
-                limit.saturating_sub(used),
-                ceil_secs(resets_in)
-            ));
-        }
-    }
-    let mut map = HeaderMap::new();
-    if !policies.is_empty() {
-        let join = |items: Vec<String>| {
-            HeaderValue::from_str(&items.join(", ")).expect("ASCII header value")
-        };
-        map.insert("ratelimit-policy", join(policies));
-        map.insert("ratelimit", join(states));
-    }
-    map
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,33 +167,5 @@ mod tests {
         assert!(store.check("b", &policy).await.unwrap().allowed);
         clock.advance(Duration::from_secs(1));
         assert!(store.check("a", &policy).await.unwrap().allowed);
-    }
-
-    #[test]
-    fn headers_follow_the_draft_syntax() {
-        let policy = RateLimitPolicy {
-            requests_per_second: 2.0,
-            burst: 10,
-            on_failure: Default::default(),
-        };
-        let decision = RateDecision {
-            allowed: true,
-            remaining: 7,
-            reset: Duration::from_millis(1500),
-            retry_after: Duration::ZERO,
-        };
-        let quota = QuotaPolicy {
-            executions_per_day: Some(100),
-            ..QuotaPolicy::default()
-        };
-        let h = headers(
-            Some((&policy, &decision)),
-            Some((&quota, 40, Duration::from_secs(3600))),
-        );
-        assert_eq!(
-            h["ratelimit-policy"],
-            "\"burst\";q=10;w=5, \"daily\";q=100;w=86400"
-        );
-        assert_eq!(h["ratelimit"], "\"burst\";r=7;t=2, \"daily\";r=60;t=3600");
     }
 }
