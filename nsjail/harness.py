@@ -1,6 +1,6 @@
 """In-jail harness: runs one script's main() and reports on a dedicated fd.
 
-Protocol (the gateway's side is src/sandbox/frame.rs):
+Protocol (the gateway's side is parse_frame in src/sandbox/outcome.rs):
   stdin   one JSON object {"script": str, "args": object}, then EOF
   fd 3    exactly one JSON frame, written once after main() returns:
             {"status": "ok", "result": <value>}

@@ -20,8 +20,10 @@
 //! `outcome` the run's types and how a run is named; `launch` the nsjail
 //! command; `process` pipes and fds; `preflight` the checks before the first
 //! jail; `privileges` what the binary does with `CAP_SYS_ADMIN` before it
-//! drops it; `cgroup`, `limits`, `slots`, `warm`, `jail_files`, `capture`,
-//! `background` and `trace` as their first lines say.
+//! drops it; `warm/` the warm path (the pool in `mod.rs`, `zygote`, `run`,
+//! the typed control `protocol`, `processes`); `cgroup`, `limits`, `slots`,
+//! `jail_files`, `capture`, `background` and `trace` as their first lines
+//! say.
 
 pub mod config;
 pub mod gateway;
