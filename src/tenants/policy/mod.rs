@@ -4,140 +4,28 @@
 //! Parsing is strict (`deny_unknown_fields` everywhere): a typo must never
 //! silently leave a limit at its default. Every error names the file, the
 //! field and the reason.
+//!
+//! Here: reading a folder and a file. `schema` is the file's shape, `jwt`
+//! and `sandbox` turn those sections into the tenant's policy.
+
+mod jwt;
+mod sandbox;
+mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{CachePolicy, JwtPolicy, KeyHash, OnFailure, QuotaPolicy, RateLimitPolicy, Tenant};
-use crate::sandbox::{Limits, RunShare, SandboxMode, SandboxPolicy, KIB, MIB};
+use super::{CachePolicy, KeyHash, QuotaPolicy, RateLimitPolicy, Tenant};
+use crate::sandbox::KIB;
+use jwt::jwt_policy;
+use sandbox::sandbox_policy;
+use schema::PolicyFile;
 
 pub const API_VERSION: &str = "pyexec.dev/v1";
 pub const KIND: &str = "Tenant";
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct PolicyFile {
-    api_version: String,
-    kind: String,
-    metadata: Metadata,
-    spec: Spec,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Metadata {
-    name: String,
-    /// Accepted (and ignored) so that files can carry Kubernetes-style labels.
-    #[serde(default)]
-    #[allow(dead_code)]
-    labels: BTreeMap<String, String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Spec {
-    /// Keeps the file (and its keys known) but refuses its requests with 403.
-    #[serde(default)]
-    disabled: bool,
-    #[serde(default)]
-    auth: AuthSpec,
-    rate_limit: Option<RateLimitSpec>,
-    #[serde(default)]
-    quota: QuotaSpec,
-    #[serde(default)]
-    sandbox: SandboxSpec,
-    #[serde(default)]
-    cache: CacheSpec,
-    #[serde(default)]
-    redis: RedisSpec,
-}
-
-/// How the tenant's limits behave when the shared store (Redis) fails.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RedisSpec {
-    on_failure: Option<OnFailure>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AuthSpec {
-    #[serde(default)]
-    api_keys: Vec<ApiKeySpec>,
-    jwt: Option<JwtSpec>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ApiKeySpec {
-    /// Hex SHA-256 of the key (`pyexec keys new` prints it). Never the key.
-    sha256: String,
-    /// Free text, e.g. who holds the key; helps rotation.
-    #[serde(default)]
-    #[allow(dead_code)]
-    description: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct JwtSpec {
-    issuer: String,
-    audience: Option<String>,
-    algorithms: Vec<String>,
-    hmac_secret_env: Option<String>,
-    hmac_secret_file: Option<PathBuf>,
-    public_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RateLimitSpec {
-    requests_per_second: f64,
-    burst: u32,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct QuotaSpec {
-    executions_per_day: Option<u64>,
-    cpu_seconds_per_day: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SandboxSpec {
-    mode: Option<SandboxMode>,
-    wall_timeout_ms: Option<u64>,
-    cpu_seconds: Option<u64>,
-    #[serde(rename = "memoryMiB")]
-    memory_mib: Option<u64>,
-    max_pids: Option<u64>,
-    max_script_bytes: Option<u64>,
-    max_output_bytes: Option<u64>,
-    max_result_bytes: Option<u64>,
-    #[serde(rename = "tmpfsMiB")]
-    tmpfs_mib: Option<u64>,
-    #[serde(rename = "fileSizeMiB")]
-    file_size_mib: Option<u64>,
-    nsjail_config: Option<String>,
-    max_concurrent_runs: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CacheSpec {
-    #[serde(default)]
-    enabled: bool,
-    ttl_seconds: Option<u64>,
-}
 
 /// Default script size limit, the same as the bootstrap tenant's.
 pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = 10 * KIB;
@@ -406,225 +294,11 @@ fn positive(value: Option<u64>, field: &str) -> Result<Option<u64>, String> {
     }
 }
 
-fn jwt_policy(spec: JwtSpec, base: &Path) -> Result<JwtPolicy, String> {
-    let field = "spec.auth.jwt";
-    if spec.issuer.trim().is_empty() {
-        return Err(format!(
-            "{field}.issuer: must not be empty; tokens are routed to their tenant by `iss`"
-        ));
-    }
-    if spec.algorithms.is_empty() {
-        return Err(format!(
-            "{field}.algorithms: list at least one algorithm, e.g. [RS256]"
-        ));
-    }
-    let mut algorithms = Vec::new();
-    for (i, name) in spec.algorithms.iter().enumerate() {
-        let alg: Algorithm = name.parse().map_err(|_| {
-            format!("{field}.algorithms[{i}]: `{name}` is not a supported algorithm (HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA; never none)")
-        })?;
-        algorithms.push(alg);
-    }
-    let family = algorithms[0].family();
-    if algorithms.iter().any(|a| a.family() != family) {
-        return Err(format!(
-            "{field}.algorithms: all algorithms must use one kind of key (HMAC, RSA, EC or Ed25519), since the tenant has one key"
-        ));
-    }
-    let sources = [
-        spec.hmac_secret_env.is_some(),
-        spec.hmac_secret_file.is_some(),
-        spec.public_key_file.is_some(),
-    ];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        return Err(format!(
-            "{field}: set exactly one of hmacSecretEnv, hmacSecretFile or publicKeyFile"
-        ));
-    }
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
-    let (key, hmac_secret) = if family == AlgorithmFamily::Hmac {
-        let secret = if let Some(var) = &spec.hmac_secret_env {
-            std::env::var(var).map_err(|_| {
-                format!("{field}.hmacSecretEnv: the environment variable `{var}` is not set")
-            })?
-        } else if let Some(file) = &spec.hmac_secret_file {
-            std::fs::read_to_string(resolve(file))
-                .map_err(|e| format!("{field}.hmacSecretFile: cannot read it: {e}"))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string()
-        } else {
-            return Err(format!(
-                "{field}.publicKeyFile: {:?} needs an HMAC secret (hmacSecretEnv or hmacSecretFile), not a public key",
-                algorithms[0]
-            ));
-        };
-        // RFC 7518 §3.2: the key must be at least as long as the hash.
-        if secret.len() < 32 {
-            return Err(format!(
-                "{field}: the HMAC secret must be at least 32 bytes long"
-            ));
-        }
-        (
-            DecodingKey::from_secret(secret.as_bytes()),
-            Some(secret.into_bytes()),
-        )
-    } else {
-        let Some(file) = &spec.public_key_file else {
-            return Err(format!(
-                "{field}: {:?} needs publicKeyFile (a PEM public key), not an HMAC secret",
-                algorithms[0]
-            ));
-        };
-        let pem = std::fs::read(resolve(file))
-            .map_err(|e| format!("{field}.publicKeyFile: cannot read it: {e}"))?;
-        let key = match family {
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
-            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
-            _ => DecodingKey::from_ed_pem(&pem),
-        }
-        .map_err(|e| {
-            format!("{field}.publicKeyFile: not a PEM public key for {family:?} algorithms: {e}")
-        })?;
-        (key, None)
-    };
-    Ok(JwtPolicy {
-        issuer: spec.issuer,
-        audience: spec.audience,
-        algorithms,
-        key,
-        hmac_secret,
-    })
-}
-
-fn sandbox_policy(
-    spec: SandboxSpec,
-    tenant: &str,
-    ctx: &LoadContext,
-) -> Result<(SandboxPolicy, usize), String> {
-    let defaults = Limits::default();
-    let range = |value: Option<u64>, field: &str, min: u64, max: u64, default: u64| match value {
-        None => Ok(default),
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(v) => Err(format!(
-            "spec.sandbox.{field}: must be from {min} to {max}, not {v}"
-        )),
-    };
-    let wall_ms = range(
-        spec.wall_timeout_ms,
-        "wallTimeoutMs",
-        100,
-        600_000,
-        defaults.wall_timeout.as_millis() as u64,
-    )?;
-    let limits = Limits {
-        wall_timeout: Duration::from_millis(wall_ms),
-        cpu_seconds: range(
-            spec.cpu_seconds,
-            "cpuSeconds",
-            1,
-            3600,
-            defaults.cpu_seconds,
-        )?,
-        // The cgroup also holds nsjail itself, so very small values cannot work.
-        memory_bytes: range(
-            spec.memory_mib,
-            "memoryMiB",
-            32,
-            65_536,
-            defaults.memory_bytes / MIB,
-        )? * MIB,
-        max_pids: range(spec.max_pids, "maxPids", 4, 4096, defaults.max_pids)?,
-        file_size_bytes: range(
-            spec.file_size_mib,
-            "fileSizeMiB",
-            1,
-            4096,
-            defaults.file_size_bytes / MIB,
-        )? * MIB,
-        tmpfs_bytes: range(
-            spec.tmpfs_mib,
-            "tmpfsMiB",
-            1,
-            4096,
-            defaults.tmpfs_bytes / MIB,
-        )? * MIB,
-        output_bytes: range(
-            spec.max_output_bytes,
-            "maxOutputBytes",
-            1024,
-            64 * MIB,
-            defaults.output_bytes,
-        )?,
-        result_bytes: range(
-            spec.max_result_bytes,
-            "maxResultBytes",
-            1024,
-            64 * MIB,
-            defaults.result_bytes,
-        )?,
-    };
-    let max_script_bytes = range(
-        spec.max_script_bytes,
-        "maxScriptBytes",
-        64,
-        MIB,
-        DEFAULT_MAX_SCRIPT_BYTES,
-    )? as usize;
-    let max_concurrent_runs = spec
-        .max_concurrent_runs
-        .map(|n| range(Some(n), "maxConcurrentRuns", 1, 4096, 1).map(|n| n as usize))
-        .transpose()?;
-    let nsjail_config = spec
-        .nsjail_config
-        .map(|name| nsjail_config_path(&name, ctx))
-        .transpose()?;
-    Ok((
-        SandboxPolicy {
-            mode: spec.mode.unwrap_or_default(),
-            limits,
-            nsjail_config,
-            share: RunShare {
-                group: tenant.to_string(),
-                max_concurrent_runs,
-            },
-        },
-        max_script_bytes,
-    ))
-}
-
-/// A tenant config is a plain file name inside the nsjail folder: a policy
-/// must not point nsjail at an arbitrary host file.
-fn nsjail_config_path(name: &str, ctx: &LoadContext) -> Result<PathBuf, String> {
-    let field = "spec.sandbox.nsjailConfig";
-    let plain = !name.is_empty()
-        && name != "base.cfg"
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && !name.starts_with('.');
-    if !plain {
-        return Err(format!(
-            "{field}: `{name}` must be the plain name of a file in the nsjail folder (no path, not base.cfg)"
-        ));
-    }
-    let path = ctx.nsjail_dir.join(name);
-    if !path.is_file() {
-        return Err(format!(
-            "{field}: `{name}` does not exist in the nsjail folder"
-        ));
-    }
-    Ok(std::fs::canonicalize(&path).unwrap_or(path))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::{SandboxMode, MIB};
+    use crate::tenants::OnFailure;
 
     fn ctx() -> LoadContext {
         LoadContext {

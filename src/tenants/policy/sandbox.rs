@@ -1,0 +1,129 @@
+//! `spec.sandbox`: a tenant's limits, mode, share of the slots and nsjail
+//! configuration, checked against the server's bounds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::schema::SandboxSpec;
+use super::{LoadContext, DEFAULT_MAX_SCRIPT_BYTES};
+use crate::sandbox::{Limits, RunShare, SandboxPolicy, MIB};
+
+pub(super) fn sandbox_policy(
+    spec: SandboxSpec,
+    tenant: &str,
+    ctx: &LoadContext,
+) -> Result<(SandboxPolicy, usize), String> {
+    let defaults = Limits::default();
+    let range = |value: Option<u64>, field: &str, min: u64, max: u64, default: u64| match value {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(format!(
+            "spec.sandbox.{field}: must be from {min} to {max}, not {v}"
+        )),
+    };
+    let wall_ms = range(
+        spec.wall_timeout_ms,
+        "wallTimeoutMs",
+        100,
+        600_000,
+        defaults.wall_timeout.as_millis() as u64,
+    )?;
+    let limits = Limits {
+        wall_timeout: Duration::from_millis(wall_ms),
+        cpu_seconds: range(
+            spec.cpu_seconds,
+            "cpuSeconds",
+            1,
+            3600,
+            defaults.cpu_seconds,
+        )?,
+        // The cgroup also holds nsjail itself, so very small values cannot work.
+        memory_bytes: range(
+            spec.memory_mib,
+            "memoryMiB",
+            32,
+            65_536,
+            defaults.memory_bytes / MIB,
+        )? * MIB,
+        max_pids: range(spec.max_pids, "maxPids", 4, 4096, defaults.max_pids)?,
+        file_size_bytes: range(
+            spec.file_size_mib,
+            "fileSizeMiB",
+            1,
+            4096,
+            defaults.file_size_bytes / MIB,
+        )? * MIB,
+        tmpfs_bytes: range(
+            spec.tmpfs_mib,
+            "tmpfsMiB",
+            1,
+            4096,
+            defaults.tmpfs_bytes / MIB,
+        )? * MIB,
+        output_bytes: range(
+            spec.max_output_bytes,
+            "maxOutputBytes",
+            1024,
+            64 * MIB,
+            defaults.output_bytes,
+        )?,
+        result_bytes: range(
+            spec.max_result_bytes,
+            "maxResultBytes",
+            1024,
+            64 * MIB,
+            defaults.result_bytes,
+        )?,
+    };
+    let max_script_bytes = range(
+        spec.max_script_bytes,
+        "maxScriptBytes",
+        64,
+        MIB,
+        DEFAULT_MAX_SCRIPT_BYTES,
+    )? as usize;
+    let max_concurrent_runs = spec
+        .max_concurrent_runs
+        .map(|n| range(Some(n), "maxConcurrentRuns", 1, 4096, 1).map(|n| n as usize))
+        .transpose()?;
+    let nsjail_config = spec
+        .nsjail_config
+        .map(|name| nsjail_config_path(&name, ctx))
+        .transpose()?;
+    Ok((
+        SandboxPolicy {
+            mode: spec.mode.unwrap_or_default(),
+            limits,
+            nsjail_config,
+            share: RunShare {
+                group: tenant.to_string(),
+                max_concurrent_runs,
+            },
+        },
+        max_script_bytes,
+    ))
+}
+
+/// A tenant config is a plain file name inside the nsjail folder: a policy
+/// must not point nsjail at an arbitrary host file.
+fn nsjail_config_path(name: &str, ctx: &LoadContext) -> Result<PathBuf, String> {
+    let field = "spec.sandbox.nsjailConfig";
+    let plain = !name.is_empty()
+        && name != "base.cfg"
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.');
+    if !plain {
+        return Err(format!(
+            "{field}: `{name}` must be the plain name of a file in the nsjail folder (no path, not base.cfg)"
+        ));
+    }
+    let path = ctx.nsjail_dir.join(name);
+    if !path.is_file() {
+        return Err(format!(
+            "{field}: `{name}` does not exist in the nsjail folder"
+        ));
+    }
+    Ok(std::fs::canonicalize(&path).unwrap_or(path))
+}
