@@ -595,9 +595,7 @@ fn writable_parent(
 /// What to do about a read-only cgroup view, by what kind of view it is.
 fn read_only_message(view: &CgroupMount, own_path: &str) -> String {
     let place = view.mount_point.display();
-    let in_own_namespace =
-        view.root == "/" && (own_path == "/" || own_path == format!("/{DELEGATED_GROUP}"));
-    if !in_own_namespace {
+    if !view.is_own_namespace_view(own_path) {
         format!(
             "the cgroup filesystem at {place} is mounted read-only and is not this container's own cgroup namespace, so the gateway cannot create a cgroup per run: give the container its own namespace (docker run --cgroupns=private; the default only on cgroup v2 hosts) with --cap-add SYS_ADMIN, so the gateway can make its view writable at start"
         )
@@ -611,6 +609,14 @@ fn read_only_message(view: &CgroupMount, own_path: &str) -> String {
 impl CgroupMount {
     pub(super) fn has(&self, controller: &str) -> bool {
         self.options.iter().any(|o| o == controller)
+    }
+
+    /// Whether this view is the container's own cgroup namespace, seen from
+    /// its root group or from the delegated group the gateway moved into (a
+    /// second pyexec in the container finds itself there). Outside one, the
+    /// view may be the host's.
+    pub(super) fn is_own_namespace_view(&self, own_path: &str) -> bool {
+        self.root == "/" && (own_path == "/" || own_path == format!("/{DELEGATED_GROUP}"))
     }
 
     /// The subtree bind a v1 container's gateway keeps for itself, not a view

@@ -87,13 +87,9 @@ fn prepare_cgroup_views() -> Vec<String> {
         }
         seen.push(&mount.mount_point);
         let own_path = own_group_path(&own, mount);
-        // Outside a private namespace the view may be the host's: left alone,
-        // and Cgroups::setup says which flag is missing. A second pyexec in
-        // the same container (`docker exec … pyexec run`) finds itself in the
-        // delegated group already.
-        let own_namespace =
-            mount.root == "/" && (own_path == "/" || own_path == format!("/{DELEGATED_GROUP}"));
-        if !own_namespace {
+        // Any other view is left alone; Cgroups::setup says which flag is
+        // missing.
+        if !mount.is_own_namespace_view(&own_path) {
             continue;
         }
         if !is_v1 && !mount.has("nsdelegate") {
