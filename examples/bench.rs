@@ -405,6 +405,8 @@ async fn bench_mode(binary: &Path, mode: &str, quick: bool) -> ModeResult {
             while sampling.load(Ordering::Relaxed) {
                 let kib = (tree_pss_mib(pid) * 1024.0) as u64;
                 peak.fetch_max(kib, Ordering::Relaxed);
+                // A sampling thread of its own, outside the runtime.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(Duration::from_millis(50));
             }
         })

@@ -6,8 +6,10 @@
 //! also serves the work a request does wait for (placing its runner).
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 type Work = Box<dyn FnOnce() + Send>;
@@ -38,6 +40,18 @@ pub fn is_background_thread() -> bool {
         .is_some_and(|name| name.starts_with(THREAD_PREFIX))
 }
 
+/// Waits between rounds of blocking work (a cgroup that is still emptying).
+/// Only where blocking is allowed: a background thread, or a thread with no
+/// async runtime (the `pyexec run` command's teardown, a test's drop).
+pub fn pause(duration: Duration) {
+    debug_assert!(
+        is_background_thread() || tokio::runtime::Handle::try_current().is_err(),
+        "a blocking pause on an async worker"
+    );
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(duration);
+}
+
 const THREAD_PREFIX: &str = "pyexec-cgroup-";
 
 fn queue() -> &'static mpsc::Sender<Work> {
@@ -55,7 +69,7 @@ fn queue() -> &'static mpsc::Sender<Work> {
                         libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
                     }
                     loop {
-                        let next = receiver.lock().unwrap().recv();
+                        let next = receiver.lock().recv();
                         match next {
                             Ok(work) => work(),
                             Err(_) => return,

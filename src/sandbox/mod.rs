@@ -4,6 +4,8 @@
 mod background;
 mod capture;
 pub mod cgroup;
+mod cold;
+mod deadline;
 mod jail_files;
 mod launch;
 pub mod limits;
@@ -16,14 +18,13 @@ mod trace;
 mod warm;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -35,12 +36,10 @@ pub use outcome::{Outcome, Output, RunReport, SandboxError};
 pub use slots::{GroupUse, RunShare};
 pub use warm::{WarmConfig, WarmPoolStatus};
 
-use capture::{read_capped, Captured};
 use jail_files::JailFiles;
-use launch::{launch_failed, nsjail_command, python_root, strip_log_prefix};
-use outcome::{classify, conclude, signal_from_exit_code, RawRun, TimeLimit};
+use launch::python_root;
+use outcome::{classify, conclude};
 use preflight::preflight;
-use process::{pipe, pipe_reader};
 use slots::{SlotPermit, Slots};
 
 /// How a run gets its interpreter: a fresh nsjail and Python per run
@@ -103,37 +102,6 @@ impl SandboxConfig {
 pub struct Job {
     pub script: String,
     pub args: serde_json::Map<String, Value>,
-}
-
-/// How often a running run's cgroup CPU time is read. A run may go over its
-/// CPU limit by at most this times the cores it can use.
-const CPU_WATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Resolves when the run reaches its wall-clock deadline or its cgroup has
-/// used its CPU limit, whichever comes first.
-async fn time_limit(
-    cpu: cgroup::CpuMeter,
-    deadline: tokio::time::Instant,
-    cpu_seconds: u64,
-) -> TimeLimit {
-    let cpu_limit = Duration::from_secs(cpu_seconds.max(1));
-    let wall = tokio::time::sleep_until(deadline);
-    tokio::pin!(wall);
-    let mut ticks = tokio::time::interval_at(
-        tokio::time::Instant::now() + CPU_WATCH_INTERVAL,
-        CPU_WATCH_INTERVAL,
-    );
-    loop {
-        tokio::select! {
-            () = &mut wall => return TimeLimit::Wall,
-            _ = ticks.tick() => {
-                // One small cgroupfs read (a counter the kernel keeps).
-                if cpu.read() >= cpu_limit {
-                    return TimeLimit::Cpu;
-                }
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -276,13 +244,13 @@ impl Sandbox {
     }
 
     pub fn status(&self) -> SandboxStatus {
-        let mut status = self.status.read().unwrap().clone();
+        let mut status = self.status.read().clone();
         status.warm_pool = self.warm.as_ref().map(|w| w.status());
         status
     }
 
     pub fn is_ready(&self) -> bool {
-        self.status.read().unwrap().self_test == SelfTest::Passed
+        self.status.read().self_test == SelfTest::Passed
     }
 
     /// Runs a known script through the real jail and records the result;
@@ -300,7 +268,7 @@ impl Sandbox {
             }
             _ => None,
         };
-        let mut status = self.status.write().unwrap();
+        let mut status = self.status.write();
         match warm {
             Some(Ok(_)) => status.warm_self_test = SelfTest::Passed,
             Some(Err(reason)) => {
@@ -444,6 +412,12 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// The name of this sandbox's cgroup instance group (several sandboxes
+    /// may share a host or a process); `None` without cgroups.
+    pub fn cgroup_instance(&self) -> Option<String> {
+        self.cgroups.as_ref().map(|c| c.instance())
+    }
+
     /// Jails started by [`Sandbox::execute`] since the start.
     pub fn runs_started(&self) -> u64 {
         self.runs_started.load(Ordering::Relaxed)
@@ -476,10 +450,7 @@ impl Sandbox {
     pub fn effective_mode(&self, policy: &SandboxPolicy) -> SandboxMode {
         let wanted = self.config.forced_mode.unwrap_or(policy.mode);
         let warm_usable = self.warm.is_some()
-            && !matches!(
-                self.status.read().unwrap().warm_self_test,
-                SelfTest::Failed(_)
-            );
+            && !matches!(self.status.read().warm_self_test, SelfTest::Failed(_));
         if wanted == SandboxMode::Warm && warm_usable {
             SandboxMode::Warm
         } else {
@@ -551,100 +522,6 @@ impl Sandbox {
         };
         report.outcome = classify(outcome, &report, limits);
         Ok((report, teardown))
-    }
-
-    async fn run_cold(
-        &self,
-        job: &Job,
-        limits: &Limits,
-        paths: &JailPaths,
-        run_cgroup: &cgroup::RunCgroup,
-    ) -> Result<RawRun, SandboxError> {
-        let launch_error =
-            |e: std::io::Error| SandboxError::LaunchFailed(format!("cannot start nsjail: {e}"));
-        let (result_read, result_write) = pipe().map_err(launch_error)?;
-        let (log_read, log_write) = pipe().map_err(launch_error)?;
-        let argv = paths.cold_argv(limits, &self.jail_env);
-
-        let mut command = nsjail_command(
-            paths,
-            &argv,
-            Stdio::piped(),
-            run_cgroup,
-            &result_write,
-            &log_write,
-        );
-        let started = Instant::now();
-        let mut child = command.spawn().map_err(launch_error)?;
-        drop(result_write);
-        drop(log_write);
-
-        let payload = serde_json::to_vec(job).expect("a job always serializes");
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        let feeder = tokio::spawn(async move {
-            // A script that exits early closes the pipe: not our error.
-            let _ = stdin.write_all(&payload).await;
-        });
-        let stdout = tokio::spawn(read_capped(
-            child.stdout.take().expect("stdout is piped"),
-            limits.output_bytes,
-        ));
-        let stderr = tokio::spawn(read_capped(
-            child.stderr.take().expect("stderr is piped"),
-            limits.output_bytes,
-        ));
-        let result = tokio::spawn(read_capped(
-            pipe_reader(result_read).map_err(launch_error)?,
-            limits.result_bytes,
-        ));
-        let nsjail_log = tokio::spawn(read_capped(
-            pipe_reader(log_read).map_err(launch_error)?,
-            64 * KIB,
-        ));
-
-        let deadline = tokio::time::Instant::now() + limits.wall_timeout;
-        let (status, timed_out) = tokio::select! {
-            status = child.wait() => (status, None),
-            limit = time_limit(run_cgroup.cpu_meter(), deadline, limits.cpu_seconds) => {
-                run_cgroup.kill_now();
-                (child.wait().await, Some(limit))
-            }
-        };
-        // Everything in the jail is gone once its pid 1 is: the readers reach EOF.
-        run_cgroup.kill_now();
-        let duration = started.elapsed();
-        feeder.abort();
-        let status = status.map_err(launch_error)?;
-        let joined = |r: Result<Captured, tokio::task::JoinError>| r.unwrap_or_default();
-        let raw = RawRun {
-            stdout: joined(stdout.await),
-            stderr: joined(stderr.await),
-            result: joined(result.await),
-            code: status.code(),
-            signal: {
-                use std::os::unix::process::ExitStatusExt;
-                status
-                    .signal()
-                    .or_else(|| status.code().and_then(signal_from_exit_code))
-            },
-            timed_out,
-            duration,
-        };
-        let nsjail_log = joined(nsjail_log.await);
-        let log_text = String::from_utf8_lossy(&nsjail_log.bytes);
-        if raw.result.bytes.is_empty() && timed_out.is_none() && launch_failed(&log_text) {
-            let reason = log_text
-                .lines()
-                .find(|l| l.starts_with("[E]") || l.starts_with("[F]"))
-                .unwrap_or("unknown error")
-                .to_string();
-            tracing::error!(nsjail_log = %log_text, "nsjail could not build the jail");
-            return Err(SandboxError::LaunchFailed(format!(
-                "nsjail could not build the jail: {}",
-                strip_log_prefix(&reason)
-            )));
-        }
-        Ok(raw)
     }
 }
 

@@ -5,9 +5,10 @@
 //! group's run wait for its runs.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
@@ -114,12 +115,12 @@ impl Slots {
 
     /// Runs waiting for a slot right now, every group together.
     pub fn queue_depth(&self) -> usize {
-        self.state.lock().unwrap().waiting
+        self.state.lock().waiting
     }
 
     /// Each group that holds or waits for a slot.
     pub fn usage(&self) -> BTreeMap<String, GroupUse> {
-        let state = self.state.lock().unwrap();
+        let state = self.state.lock();
         state
             .groups
             .iter()
@@ -155,7 +156,7 @@ impl Slots {
     pub async fn acquire(self: &Arc<Self>, share: &RunShare) -> Result<SlotPermit, Refused> {
         let cap = self.cap_of(share);
         let receiver = {
-            let mut guard = self.state.lock().unwrap();
+            let mut guard = self.state.lock();
             let state = &mut *guard;
             let group = state.groups.entry(share.group.clone()).or_default();
             group.cap = cap;
@@ -203,7 +204,7 @@ impl Slots {
     pub async fn wait_until_idle(&self) {
         loop {
             let released = self.released.notified();
-            if self.state.lock().unwrap().free == self.total {
+            if self.state.lock().free == self.total {
                 return;
             }
             released.await;
@@ -219,7 +220,7 @@ impl Slots {
 
     fn release(self: &Arc<Self>, group: &str) {
         {
-            let mut state = self.state.lock().unwrap();
+            let mut state = self.state.lock();
             state.free += 1;
             if let Some(g) = state.groups.get_mut(group) {
                 g.running -= 1;
@@ -234,7 +235,7 @@ impl Slots {
 
     /// Drops the senders of waits that ended (their receivers are gone).
     fn forget_abandoned(self: &Arc<Self>, group: &str) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock();
         let Some(g) = state.groups.get_mut(group) else {
             return;
         };

@@ -6,10 +6,11 @@
 //! the sandbox never started it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 
 use super::StoreUnavailable;
 use crate::tenants::QuotaPolicy;
@@ -101,7 +102,7 @@ impl InMemoryQuotaStore {
     /// Runs `f` on the tenant's counters for today (a new day starts at zero).
     fn with_day<T>(&self, tenant: &str, f: impl FnOnce(&mut Day, Duration) -> T) -> T {
         let (index, resets_in) = self.today();
-        let mut days = self.days.lock().unwrap();
+        let mut days = self.days.lock();
         let day = days.entry(tenant.to_string()).or_default();
         if day.index != index {
             *day = Day {

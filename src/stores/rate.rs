@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use parking_lot::Mutex;
 
 use super::StoreUnavailable;
 use crate::tenants::RateLimitPolicy;
@@ -76,7 +77,7 @@ impl<C: Clock + Clone> InMemoryRateStore<C> {
     }
 
     fn limiter(&self, tenant: &str, policy: &RateLimitPolicy) -> Arc<Limiter<C>> {
-        let mut limiters = self.limiters.lock().unwrap();
+        let mut limiters = self.limiters.lock();
         match limiters.get(tenant) {
             Some((current, limiter)) if current == policy => limiter.clone(),
             _ => {

@@ -8,7 +8,7 @@
 //! threading a handle through every function.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use parking_lot::Mutex;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -112,7 +113,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    let outcome = *info.outcome.lock().unwrap();
+    let outcome = *info.outcome.lock();
     if let Some(outcome) = outcome {
         span.record("outcome", outcome);
         if outcome != "success" {
@@ -226,7 +227,7 @@ pub fn tenant() -> Option<String> {
 /// Records how the request ended: `success` or the problem type suffix.
 pub fn set_outcome(outcome: &'static str) {
     let _ = REQUEST.try_with(|info| {
-        *info.outcome.lock().unwrap() = Some(outcome);
+        *info.outcome.lock() = Some(outcome);
     });
 }
 

@@ -4,11 +4,12 @@
 //! previous registry in force and says why in the log and in `/health`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
+use parking_lot::RwLock;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -115,7 +116,7 @@ impl PolicyStore {
     }
 
     pub fn status(&self) -> ReloadStatus {
-        self.status.read().unwrap().clone()
+        self.status.read().clone()
     }
 
     pub fn dir(&self) -> Option<&PathBuf> {
@@ -142,7 +143,7 @@ impl PolicyStore {
         })
         .await
         .unwrap_or_else(|e| Err(vec![PolicyError(format!("reload task failed: {e}"))]));
-        let mut status = self.status.write().unwrap();
+        let mut status = self.status.write();
         match loaded {
             Ok(tenants) => {
                 let next = status_of(&tenants, status.reloads + 1);

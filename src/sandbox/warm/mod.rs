@@ -22,10 +22,11 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket;
+use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 

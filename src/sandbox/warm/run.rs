@@ -44,7 +44,7 @@ impl WarmPool {
             .ok_or_else(|| broken("no runner became ready"))?;
         let runner_pid = runner.pid;
         let (exit_tx, exit_rx) = oneshot::channel();
-        zygote.exits.lock().unwrap().insert(runner_pid, exit_tx);
+        zygote.exits.lock().insert(runner_pid, exit_tx);
         let took = Command::Took { pid: runner_pid }.encode();
         if zygote.send(took.as_bytes(), &[]).await.is_err() {
             return Err(broken("the control channel is closed"));
@@ -129,8 +129,11 @@ impl WarmPool {
         // The harness lets go of stdout and stderr and closes the result pipe
         // right after its report, so a run that reported is over here, before
         // the runner has finished exiting.
-        let limit =
-            crate::sandbox::time_limit(run_cgroup.cpu_meter(), deadline, limits.cpu_seconds);
+        let limit = crate::sandbox::deadline::time_limit(
+            run_cgroup.cpu_meter(),
+            deadline,
+            limits.cpu_seconds,
+        );
         tokio::pin!(limit);
         let mut limit_reached = None;
         let reported = tokio::select! {

@@ -4,9 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
@@ -39,6 +40,11 @@ pub(super) struct ReadyRunner {
     pub(super) channel: OwnedFd,
 }
 
+/// One warm interpreter and what the gateway tracks of it.
+///
+/// Lock order: `ready`, then `spares`, then one [`SpareSlot`] (only ever
+/// `try_lock`ed while `spares` is held). `exits`, `cgroup` and `_nsjail` are
+/// never held together with another lock. None is held across an `.await`.
 pub(super) struct Zygote {
     pub(super) generation: u64,
     pub(super) control: AsyncFd<OwnedFd>,
@@ -69,8 +75,8 @@ impl Zygote {
     /// waiting runners' own groups, to be destroyed: the zygote is done.
     pub(super) fn take_groups(&self) -> ZygoteGroups {
         self.alive.store(false, Ordering::Release);
-        let spares = self.spares.lock().unwrap().drain().collect();
-        (self.cgroup.lock().unwrap().take(), spares)
+        let spares = self.spares.lock().drain().collect();
+        (self.cgroup.lock().take(), spares)
     }
 }
 
@@ -103,7 +109,7 @@ impl Zygote {
         slot: &Mutex<SpareSlot>,
         cgroups: &Cgroups,
     ) {
-        let mut slot = slot.lock().unwrap();
+        let mut slot = slot.lock();
         if slot.claimed {
             return;
         }
@@ -128,9 +134,9 @@ impl Zygote {
         limits: &Limits,
         cgroups: &Cgroups,
     ) -> std::io::Result<(RunCgroup, i32)> {
-        let slot = self.spares.lock().unwrap().remove(&namespace_pid);
+        let slot = self.spares.lock().remove(&namespace_pid);
         let spare = slot.and_then(|slot| {
-            let mut slot = slot.lock().unwrap();
+            let mut slot = slot.lock();
             slot.claimed = true;
             slot.spare.take()
         });
@@ -199,12 +205,12 @@ impl Zygote {
     /// the oldest one: the move waits for an RCU grace period, and a request
     /// should not wait for it.
     pub(super) fn pop_ready_runner(&self) -> Option<ReadyRunner> {
-        let mut ready = self.ready.lock().unwrap();
-        let spares = self.spares.lock().unwrap();
+        let mut ready = self.ready.lock();
+        let spares = self.spares.lock();
         let prepared = ready.iter().position(|runner| {
             spares
                 .get(&runner.pid)
-                .and_then(|slot| slot.try_lock().ok().map(|slot| slot.spare.is_some()))
+                .and_then(|slot| slot.try_lock().map(|slot| slot.spare.is_some()))
                 .unwrap_or(false)
         });
         ready.remove(prepared.unwrap_or(0))
@@ -225,7 +231,7 @@ impl Zygote {
     /// The host pid of a runner, found among the zygote group's processes by
     /// its pid in the zygote's namespace (the second `NSpid` field).
     pub(super) fn host_pid_of(&self, namespace_pid: i32) -> Option<i32> {
-        let cgroup = self.cgroup.lock().unwrap();
+        let cgroup = self.cgroup.lock();
         cgroup.as_ref()?.remaining_pids().into_iter().find(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
@@ -262,8 +268,8 @@ pub(super) async fn read_replies(
         if received == 0 {
             strong.alive.store(false, Ordering::Release);
             // Dropping the senders tells every waiting run the zygote is gone.
-            strong.exits.lock().unwrap().clear();
-            strong.ready.lock().unwrap().clear();
+            strong.exits.lock().clear();
+            strong.ready.lock().clear();
             strong.runner_arrived.notify_waiters();
             tracing::warn!(generation = strong.generation, "warm zygote exited");
             return;
@@ -279,12 +285,12 @@ pub(super) async fn read_replies(
                 }
             }
             Reply::Exit { pid, code } => {
-                if let Some(tx) = strong.exits.lock().unwrap().remove(&pid) {
+                if let Some(tx) = strong.exits.lock().remove(&pid) {
                     let _ = tx.send(code);
                 }
                 // A runner that died while waiting is no use to anyone.
-                strong.ready.lock().unwrap().retain(|r| r.pid != pid);
-                strong.spares.lock().unwrap().remove(&pid);
+                strong.ready.lock().retain(|r| r.pid != pid);
+                strong.spares.lock().remove(&pid);
             }
             Reply::Runner { pid } => {
                 let Some(channel) = fds.pop() else {
@@ -295,12 +301,8 @@ pub(super) async fn read_replies(
                 // move itself waits for an RCU grace period (milliseconds),
                 // so it runs off any request.
                 let slot = Arc::new(Mutex::new(SpareSlot::default()));
-                strong.spares.lock().unwrap().insert(pid, slot.clone());
-                strong
-                    .ready
-                    .lock()
-                    .unwrap()
-                    .push_back(ReadyRunner { pid, channel });
+                strong.spares.lock().insert(pid, slot.clone());
+                strong.ready.lock().push_back(ReadyRunner { pid, channel });
                 strong.runner_arrived.notify_one();
                 let (zygote, cgroups) = (Arc::downgrade(&strong), cgroups.clone());
                 drop(background::run(move || {

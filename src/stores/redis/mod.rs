@@ -27,9 +27,10 @@ pub use rate::RedisRateStore;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 use serde_json::{json, Value};
@@ -267,7 +268,7 @@ impl RedisBackend {
     /// the replay must then be a no-op); one that was not joins the
     /// tenant's other unsent usage of the day.
     fn buffer(&self, mut op: QuotaOp, failure: CallError) {
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = self.pending.lock();
         if failure == CallError::Skipped && op.revokes.is_none() {
             if let Some(unsent) = pending
                 .iter_mut()
@@ -306,7 +307,7 @@ impl RedisBackend {
     /// Writes the buffered quota usage in order; stops at the first failure
     /// and keeps the rest. True when nothing is left.
     async fn flush(&self) -> bool {
-        let mut ops = std::mem::take(&mut *self.pending.lock().unwrap());
+        let mut ops = std::mem::take(&mut *self.pending.lock());
         let mut done = 0;
         for op in &mut ops {
             if self.apply_op(op, true).await.is_err() {
@@ -317,7 +318,7 @@ impl RedisBackend {
             done += 1;
         }
         self.stats.flushed.fetch_add(done as u64, Ordering::Relaxed);
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = self.pending.lock();
         if done < ops.len() {
             // Unwritten ops go back in front of any that arrived meanwhile.
             let later = std::mem::take(&mut *pending);
@@ -331,7 +332,6 @@ impl RedisBackend {
     fn pending_usage(&self, tenant: &str, day: u64) -> (i64, i64) {
         self.pending
             .lock()
-            .unwrap()
             .iter()
             .filter(|op| op.tenant == tenant && op.day == day)
             .fold((0, 0), |(e, c), op| (e + op.executions, c + op.cpu_us))
@@ -348,7 +348,7 @@ impl RedisBackend {
             "failures": stat(&self.stats.failures),
             "per_replica_decisions": stat(&self.stats.per_replica_decisions),
             "refused": stat(&self.stats.refused),
-            "buffered_quota_writes": self.pending.lock().unwrap().len(),
+            "buffered_quota_writes": self.pending.lock().len(),
             "flushed_quota_writes": stat(&self.stats.flushed),
             "cache_values_too_large": stat(&self.stats.cache_too_large),
         })
@@ -379,7 +379,7 @@ async fn probe(backend: Weak<RedisBackend>) {
         let Some(backend) = backend.upgrade() else {
             return;
         };
-        let pending = !backend.pending.lock().unwrap().is_empty();
+        let pending = !backend.pending.lock().is_empty();
         if backend.is_up() && !pending {
             continue;
         }

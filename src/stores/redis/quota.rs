@@ -1,10 +1,11 @@
 //! Daily quotas shared by every replica, written idempotently.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
 use super::{quota_keys, CallError, QuotaOp, RedisBackend};
@@ -35,13 +36,12 @@ impl RedisQuotaStore {
     fn remember(&self, tenant: &str, day: u64, executions: i64, cpu_us: i64) {
         self.last_seen
             .lock()
-            .unwrap()
             .insert(tenant.to_string(), (day, executions, cpu_us));
     }
 
     /// This replica's best knowledge of today's usage while Redis is down.
     fn local_view(&self, tenant: &str, day: u64) -> (i64, i64) {
-        let (e, c) = match self.last_seen.lock().unwrap().get(tenant) {
+        let (e, c) = match self.last_seen.lock().get(tenant) {
             Some(&(seen_day, e, c)) if seen_day == day => (e, c),
             _ => (0, 0),
         };

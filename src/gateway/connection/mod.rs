@@ -10,13 +10,10 @@
 //! blocking). Both are watched here, per connection, from what the requests
 //! and their response bodies do.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -27,13 +24,19 @@ use axum::Router;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
+
+mod activity;
+mod body;
+
+use activity::Activity;
+use body::{Content, Lingering, ResponseBody, Room};
 
 use super::error::ApiError;
 use crate::telemetry;
@@ -466,271 +469,4 @@ async fn serve_connection(
         }
     }
     drop(counted);
-}
-
-/// What one connection's requests are doing, for its deadlines.
-struct Activity {
-    state: Mutex<ActivityState>,
-}
-
-struct ActivityState {
-    requests: u64,
-    in_flight: usize,
-    /// Since when nothing has been in flight.
-    idle_since: Instant,
-    /// Each response body being sent: when it last moved, and when it
-    /// must be done by at the slowest acceptable reading rate.
-    sending: HashMap<u64, Sending>,
-    next_body: u64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            state: Mutex::new(ActivityState {
-                requests: 0,
-                in_flight: 0,
-                idle_since: Instant::now(),
-                sending: HashMap::new(),
-                next_body: 0,
-            }),
-        }
-    }
-
-    fn request_started(self: &Arc<Self>) -> InFlight {
-        let mut state = self.state.lock().unwrap();
-        state.requests += 1;
-        state.in_flight += 1;
-        InFlight {
-            activity: self.clone(),
-            body: None,
-        }
-    }
-
-    fn requests(&self) -> u64 {
-        self.state.lock().unwrap().requests
-    }
-
-    /// How long nothing has been in flight; `None` while something is.
-    fn idle_for(&self, now: Instant) -> Option<Duration> {
-        let state = self.state.lock().unwrap();
-        (state.in_flight == 0).then(|| now - state.idle_since)
-    }
-
-    /// Whether a response body has not moved for `write_timeout`, or is
-    /// read more slowly than [`MIN_READ_BYTES_PER_SEC`].
-    fn stalled(&self, now: Instant, write_timeout: Duration) -> bool {
-        let state = self.state.lock().unwrap();
-        state
-            .sending
-            .values()
-            .any(|body| now - body.moved > write_timeout || now > body.due)
-    }
-}
-
-struct Sending {
-    moved: Instant,
-    due: Instant,
-}
-
-/// One request, from its head to the end of its response body (or until
-/// the request is dropped unanswered).
-struct InFlight {
-    activity: Arc<Activity>,
-    body: Option<u64>,
-}
-
-impl InFlight {
-    fn sending(&mut self, len: u64, write_timeout: Duration) {
-        let now = Instant::now();
-        let reading = Duration::from_secs_f64(len as f64 / MIN_READ_BYTES_PER_SEC as f64);
-        let mut state = self.activity.state.lock().unwrap();
-        let id = state.next_body;
-        state.next_body += 1;
-        let due = now + write_timeout + reading;
-        state.sending.insert(id, Sending { moved: now, due });
-        self.body = Some(id);
-    }
-
-    fn moved(&self) {
-        if let Some(id) = self.body {
-            if let Some(body) = self.activity.state.lock().unwrap().sending.get_mut(&id) {
-                body.moved = Instant::now();
-            }
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut state = self.activity.state.lock().unwrap();
-        if let Some(id) = self.body {
-            state.sending.remove(&id);
-        }
-        state.in_flight -= 1;
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
-        }
-    }
-}
-
-/// Most HTTP clients send a whole request body before they read anything:
-/// answering early (413, 401, 429, …) and closing with the rest of the body
-/// unread makes the kernel reset the connection, and the client sees a
-/// broken pipe instead of the answer. So a body dropped unfinished is read
-/// and thrown away in the background for a bounded time and size first (as
-/// nginx's lingering close does); hyper keeps the connection open meanwhile.
-struct Lingering {
-    body: Option<Incoming>,
-    /// `None`: an unfinished body is dropped, not read.
-    deadline: Option<Duration>,
-}
-
-/// The most a lingering body is read before its connection is dropped.
-const LINGER_BYTES: usize = 256 * 1024 * 1024;
-
-impl Lingering {
-    fn new(body: Incoming, deadline: Option<Duration>) -> Self {
-        Self {
-            body: Some(body),
-            deadline,
-        }
-    }
-}
-
-impl hyper::body::Body for Lingering {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut().body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(|body| body.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |body| body.size_hint())
-    }
-}
-
-impl Drop for Lingering {
-    fn drop(&mut self) {
-        let Some(mut body) = self.body.take().filter(|body| !body.is_end_stream()) else {
-            return;
-        };
-        let Some(deadline) = self.deadline else {
-            return;
-        };
-        tokio::spawn(async move {
-            let discard = async {
-                let mut read = 0;
-                while let Some(Ok(frame)) = body.frame().await {
-                    read += frame.data_ref().map_or(0, Bytes::len);
-                    if read > LINGER_BYTES {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(deadline, discard).await;
-        });
-    }
-}
-
-/// A held response's room in the budget, given back when it is dropped.
-struct Room {
-    _permit: OwnedSemaphorePermit,
-    bytes: usize,
-    public: bool,
-}
-
-impl Room {
-    fn new(permit: OwnedSemaphorePermit, bytes: usize, public: bool) -> Self {
-        if public {
-            telemetry::metrics().response_buffer_changed(bytes as i64);
-        }
-        Self {
-            _permit: permit,
-            bytes,
-            public,
-        }
-    }
-}
-
-impl Drop for Room {
-    fn drop(&mut self) {
-        if self.public {
-            telemetry::metrics().response_buffer_changed(-(self.bytes as i64));
-        }
-    }
-}
-
-enum Content {
-    Streamed(Body),
-    Held { rest: Bytes, _room: Room },
-}
-
-/// Every response body: reports each move to its connection's watch, and
-/// ends its request's time in flight when dropped.
-pub struct ResponseBody {
-    content: Content,
-    in_flight: InFlight,
-}
-
-impl ResponseBody {
-    fn new(content: Content, mut in_flight: InFlight, write_timeout: Duration) -> Self {
-        let len = match &content {
-            Content::Streamed(body) => body.size_hint().lower(),
-            Content::Held { rest, .. } => rest.len() as u64,
-        };
-        in_flight.sending(len, write_timeout);
-        Self { content, in_flight }
-    }
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        let frame = match &mut this.content {
-            Content::Streamed(body) => Pin::new(body).poll_frame(cx),
-            Content::Held { rest, .. } if rest.is_empty() => Poll::Ready(None),
-            Content::Held { rest, .. } => {
-                let chunk = rest.split_to(rest.len().min(CHUNK));
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
-        };
-        if let Poll::Ready(Some(_)) = &frame {
-            this.in_flight.moved();
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.content {
-            Content::Streamed(body) => body.is_end_stream(),
-            Content::Held { rest, .. } => rest.is_empty(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.content {
-            Content::Streamed(body) => body.size_hint(),
-            Content::Held { rest, .. } => SizeHint::with_exact(rest.len() as u64),
-        }
-    }
 }
