@@ -6,7 +6,7 @@
 //!
 //! The handlers build their JSON with `serde_json::json!` (the body is
 //! validated field by field, see `ExecuteRequest::parse`), so the schemas
-//! below describe those bodies; `tests/openapi.rs` checks real responses
+//! below describe those bodies; `tests/api/openapi.rs` checks real responses
 //! against them.
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! regressions file beside this test: commit it (it is replayed first) and
 //! add the body to the seed corpus.
 //!
-//! `PROPTEST_CASES=100000 cargo test --test request_fuzz` runs longer.
+//! `PROPTEST_CASES=100000 cargo test --test api request_fuzz::` runs longer.
 
 use proptest::prelude::*;
 use pyexec::gateway::ExecuteRequest;

@@ -4,13 +4,11 @@
 //! or dies each tenant's `spec.redis.onFailure` holds, and once it is back
 //! the quota usage of the outage is in Redis exactly once.
 
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{redis_server_config, tenant_yaml, PolicyDir, RedisServer, TestServer};
+use crate::common::{redis_server_config, tenant_yaml, PolicyDir, RedisServer, TestServer};
 use pyexec::stores::quota::{QuotaError, QuotaStore};
 use pyexec::stores::rate::{InMemoryRateStore, RateStore};
 use pyexec::stores::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
@@ -418,7 +416,7 @@ async fn serve_logs_redis_outages_without_the_password() {
     let password = "never-log-this-redis-password";
     let mut redis = RedisServer::start_with_password(password);
     let dir = alpha_policies("  rateLimit: {requestsPerSecond: 100, burst: 100}\n");
-    let sandbox = common::sandbox_config();
+    let sandbox = crate::common::sandbox_config();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyexec"))
         .args(["--log-format=json", "serve", "--listen", "127.0.0.1:0"])
         .arg("--policies")
@@ -430,7 +428,7 @@ async fn serve_logs_redis_outages_without_the_password() {
         .arg("--nsjail-dir")
         .arg(&sandbox.nsjail_dir)
         .env("PYEXEC_REDIS_URL", redis.url())
-        .env("PYEXEC_API_KEY", common::API_KEY)
+        .env("PYEXEC_API_KEY", crate::common::API_KEY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

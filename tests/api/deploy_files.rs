@@ -3,12 +3,10 @@
 //! port, the paths it serves), the Dockerfile and CI (one set-up script) and
 //! each other (the collector's port).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::repo_path;
+use crate::common::repo_path;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -300,9 +298,9 @@ fn ports_and_probes_use_8080_and_paths_the_server_serves() {
         );
     }
 
-    let server = common::TestServer::start(common::server_config(), false);
+    let server = crate::common::TestServer::start(crate::common::server_config(), false);
     for (path, used_by) in &paths {
-        let status = common::get_status_blocking(&server.url(path));
+        let status = crate::common::get_status_blocking(&server.url(path));
         assert!(
             status.is_some_and(|s| s != 404),
             "{used_by} uses {path}, which the server answers with {status:?}"
@@ -310,7 +308,7 @@ fn ports_and_probes_use_8080_and_paths_the_server_serves() {
     }
     // The check itself can fail: an unknown path is 404.
     assert_eq!(
-        common::get_status_blocking(&server.url("/no-such-probe")),
+        crate::common::get_status_blocking(&server.url("/no-such-probe")),
         Some(404)
     );
 }
@@ -418,11 +416,11 @@ fn the_collector_scrapes_the_operator_listener() {
             "{file}: the collector scrapes {target}"
         );
     }
-    let server = common::TestServer::start(common::server_config(), false);
-    let response = common::get_status_blocking(&server.ops_url("/metrics"));
+    let server = crate::common::TestServer::start(crate::common::server_config(), false);
+    let response = crate::common::get_status_blocking(&server.ops_url("/metrics"));
     assert_eq!(response, Some(200));
     assert_eq!(
-        common::get_status_blocking(&server.url("/metrics")),
+        crate::common::get_status_blocking(&server.url("/metrics")),
         Some(404)
     );
 }

@@ -1,14 +1,12 @@
 //! `pyexec run`: the same sandbox and JSON as the API, with exit codes.
 
-mod common;
-
 use std::process::Command;
 
 fn pyexec_run(script: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("script.py");
     std::fs::write(&file, script).unwrap();
-    let config = common::sandbox_config();
+    let config = crate::common::sandbox_config();
     let output = Command::new(env!("CARGO_BIN_EXE_pyexec"))
         .arg("--log-format=json")
         .arg("run")
@@ -81,7 +79,7 @@ fn pyexec(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn policy_check_accepts_the_shipped_examples_and_names_file_field_and_reason() {
-    let repo = common::repo_path("");
+    let repo = crate::common::repo_path("");
     let policies = repo.join("policies");
     let nsjail = repo.join("nsjail");
     let output = pyexec(&[
@@ -92,10 +90,10 @@ fn policy_check_accepts_the_shipped_examples_and_names_file_field_and_reason() {
         nsjail.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{output:?}");
-    let dir = common::PolicyDir::new();
+    let dir = crate::common::PolicyDir::new();
     dir.write(
         "broken",
-        &common::tenant_yaml(
+        &crate::common::tenant_yaml(
             "broken",
             "k",
             "  rateLimit: {requestsPerSecond: 5, brust: 1}\n",
@@ -125,7 +123,7 @@ fn keys_new_prints_a_key_and_the_hash_to_paste() {
 
 #[tokio::test]
 async fn token_mints_an_hs256_jwt_the_server_accepts() {
-    let dir = common::PolicyDir::new();
+    let dir = crate::common::PolicyDir::new();
     dir.write_file("secret", b"a-local-hmac-secret-that-is-long-enough-1234");
     dir.write(
         "local",
@@ -145,7 +143,8 @@ async fn token_mints_an_hs256_jwt_the_server_accepts() {
     let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3);
 
-    let server = common::TestServer::start(common::policy_server_config(dir.path()), true);
+    let server =
+        crate::common::TestServer::start(crate::common::policy_server_config(dir.path()), true);
     server
         .execute_with_key(
             serde_json::json!({"script": "def main():\n    return 7"}),

@@ -1,9 +1,7 @@
 //! What a script cannot do: every case runs in the real nsjail, and after each
 //! the server still serves.
 
-mod common;
-
-use common::{server, server_config, SpawnedServer, TestServer};
+use crate::common::{server, server_config, SpawnedServer, TestServer};
 use serde_json::json;
 
 async fn still_serving() {
@@ -111,7 +109,11 @@ def main():
 
 #[tokio::test]
 async fn the_environment_is_built_from_scratch() {
-    std::env::set_var("PYEXEC_TEST_SECRET_CANARY", "canary-value");
+    assert_eq!(
+        std::env::var("PYEXEC_TEST_SECRET_CANARY").as_deref(),
+        Ok("canary-value"),
+        "the gateway's environment must hold the canary (.cargo/config.toml sets it)"
+    );
     let script = r#"
 import os
 def main():
@@ -121,7 +123,7 @@ def main():
     let env = result.as_object().unwrap();
     assert_eq!(env["HOME"], "/tmp");
     assert!(!result.to_string().contains("canary-value"));
-    assert!(!result.to_string().contains(common::API_KEY));
+    assert!(!result.to_string().contains(crate::common::API_KEY));
     for name in env.keys() {
         assert!(
             !name.starts_with("PYEXEC") && !name.contains("KEY") && !name.contains("TOKEN"),
@@ -237,7 +239,7 @@ async fn without_nsjail_nothing_runs_and_the_server_says_why() {
     let mut config = server_config();
     config.sandbox.nsjail_bin = "/nonexistent/nsjail".into();
     let broken = TestServer::start(config, false);
-    let health = common::Response::read(
+    let health = crate::common::Response::read(
         broken
             .client
             .get(broken.url("/health"))
@@ -276,7 +278,7 @@ async fn a_request_abandoned_by_its_client_leaves_no_run_behind() {
         .unwrap();
     let abandoned = impatient
         .post(server.url("/execute"))
-        .bearer_auth(common::API_KEY)
+        .bearer_auth(crate::common::API_KEY)
         .json(&json!({"script": "import time\ndef main():\n    time.sleep(25)"}))
         .send()
         .await;

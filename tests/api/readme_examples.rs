@@ -16,13 +16,11 @@
 //! as if pasted into one terminal: variables one example sets are seen by
 //! the next.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{repo_path, SpawnOptions, SpawnedServer};
+use crate::common::{repo_path, SpawnOptions, SpawnedServer};
 
 struct Block {
     info: String,

@@ -1,9 +1,7 @@
 //! The API contract through real HTTP and the real sandbox: the original
 //! service's examples, every status of the table, auth and validation.
 
-mod common;
-
-use common::{server, API_KEY};
+use crate::common::{server, API_KEY};
 use serde_json::json;
 
 // ---- the seed README's examples, verbatim ----------------------------------
@@ -284,7 +282,7 @@ async fn execute_returns_401_without_a_valid_bearer_token() {
         .await
         .unwrap();
     for response in [no_header, malformed] {
-        let r = common::Response::read(response).await;
+        let r = crate::common::Response::read(response).await;
         r.assert_problem(401, "unauthorized");
         assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
     }
@@ -305,7 +303,7 @@ async fn execute_returns_415_for_a_body_that_is_not_json() {
         .send()
         .await
         .unwrap();
-    common::Response::read(response)
+    crate::common::Response::read(response)
         .await
         .assert_problem(415, "unsupported-media-type");
 }
@@ -323,7 +321,7 @@ async fn a_64_mib_body_gets_413_without_being_buffered() {
         .send()
         .await;
     if let Ok(response) = response {
-        common::Response::read(response)
+        crate::common::Response::read(response)
             .await
             .assert_problem(413, "too-large");
     }
@@ -338,7 +336,7 @@ async fn a_64_mib_body_gets_413_without_being_buffered() {
         .send()
         .await;
     if let Ok(response) = response {
-        common::Response::read(response)
+        crate::common::Response::read(response)
             .await
             .assert_problem(413, "too-large");
     }
@@ -371,7 +369,8 @@ fn futures_chunks(
 #[tokio::test]
 async fn health_reports_the_original_fields_and_the_self_test() {
     let s = server();
-    let r = common::Response::read(s.client.get(s.url("/health")).send().await.unwrap()).await;
+    let r =
+        crate::common::Response::read(s.client.get(s.url("/health")).send().await.unwrap()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "healthy");
     assert_eq!(r.body["nsjail"], true);
@@ -389,7 +388,7 @@ async fn health_reports_the_original_fields_and_the_self_test() {
 #[tokio::test]
 async fn unknown_paths_get_a_404_problem() {
     let s = server();
-    let r = common::Response::read(s.client.get(s.url("/nope")).send().await.unwrap()).await;
+    let r = crate::common::Response::read(s.client.get(s.url("/nope")).send().await.unwrap()).await;
     r.assert_problem(404, "not-found");
 }
 

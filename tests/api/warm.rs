@@ -2,11 +2,9 @@
 //! process; the zygote's state never leaks between requests; a dead zygote is
 //! replaced; zygotes are recycled.
 
-mod common;
-
 use std::sync::OnceLock;
 
-use common::{server_config, TestServer};
+use crate::common::{server_config, TestServer};
 use pyexec::sandbox::SandboxMode;
 use serde_json::json;
 

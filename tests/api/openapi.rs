@@ -1,11 +1,9 @@
 //! `GET /openapi.json`: a valid OpenAPI 3 document that describes exactly
 //! the routes the server serves, the contract's statuses and headers.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{server, API_KEY};
+use crate::common::{server, API_KEY};
 use oas3::spec::ObjectOrReference;
 use serde_json::{json, Value};
 
@@ -223,7 +221,7 @@ async fn real_responses_match_their_schemas() {
 /// The README's status table and the document list the same problem types.
 #[test]
 fn the_readme_status_table_lists_the_documented_problem_types() {
-    let readme = std::fs::read_to_string(common::repo_path("README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::common::repo_path("README.md")).unwrap();
     let in_readme: BTreeSet<&str> = readme
         .lines()
         .filter_map(|line| {

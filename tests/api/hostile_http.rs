@@ -5,11 +5,11 @@
 //! connection, and other clients must be served meanwhile. (Oversized and
 //! chunked bodies and invalid UTF-8 are in execute_api.rs.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::{sample, server, server_config, SpawnOptions, SpawnedServer, TestServer, API_KEY};
+use crate::common::{
+    sample, server, server_config, SpawnOptions, SpawnedServer, TestServer, API_KEY,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -261,12 +261,12 @@ async fn past_the_connection_cap_probes_answer_and_everything_else_is_refused() 
 
 #[tokio::test]
 async fn a_response_its_client_never_reads_is_dropped_after_the_write_timeout() {
-    let policies = common::PolicyDir::new();
+    let policies = crate::common::PolicyDir::new();
     policies.write(
         "big",
-        &common::tenant_yaml("big", API_KEY, "  sandbox: {maxOutputBytes: 33554432}\n"),
+        &crate::common::tenant_yaml("big", API_KEY, "  sandbox: {maxOutputBytes: 33554432}\n"),
     );
-    let mut config = common::policy_server_config(policies.path());
+    let mut config = crate::common::policy_server_config(policies.path());
     config.connections.write_timeout = Duration::from_secs(1);
     let server = TestServer::start(config, true);
     let closed = "pyexec_http_connections_closed_total{reason=\"write-timeout\"}";

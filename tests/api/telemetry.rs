@@ -6,13 +6,11 @@
 //! an OTLP/gRPC receiver running in the test: the real `TraceService` of the
 //! OpenTelemetry protocol, recording every export request it gets.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{SpawnedServer, API_KEY};
+use crate::common::{SpawnedServer, API_KEY};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -177,7 +175,7 @@ async fn execute_traced(
     script: &str,
     args: Value,
     traceparent: &str,
-) -> common::Response {
+) -> crate::common::Response {
     let response = server
         .api
         .client
@@ -188,7 +186,7 @@ async fn execute_traced(
         .send()
         .await
         .expect("request is answered");
-    common::Response::read(response).await
+    crate::common::Response::read(response).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,22 +423,22 @@ async fn metrics_count_requests_by_tenant_and_status_and_runs_by_outcome() {
 
     let after = server.api.scrape().await;
     assert_eq!(
-        common::sample(&after, ok),
-        common::sample(&before, ok) + 1.0
+        crate::common::sample(&after, ok),
+        crate::common::sample(&before, ok) + 1.0
     );
     assert_eq!(
-        common::sample(&after, unauthorized),
-        common::sample(&before, unauthorized) + 1.0
+        crate::common::sample(&after, unauthorized),
+        crate::common::sample(&before, unauthorized) + 1.0
     );
     assert_eq!(
-        common::sample(&after, bypass),
-        common::sample(&before, bypass) + 2.0
+        crate::common::sample(&after, bypass),
+        crate::common::sample(&before, bypass) + 2.0
     );
     let runs = |text: &str, outcome: &str| -> f64 {
         ["warm", "cold"]
             .iter()
             .map(|mode| {
-                common::sample(
+                crate::common::sample(
                     text,
                     &format!(
                         r#"pyexec_sandbox_run_duration_seconds_count{{mode="{mode}",outcome="{outcome}"}}"#
@@ -483,7 +481,7 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
                 .send()
                 .await
                 .expect("the in-flight request is answered");
-            common::Response::read(response).await
+            crate::common::Response::read(response).await
         })
     };
     // SIGTERM only once the script is running in its jail.
@@ -535,7 +533,8 @@ async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while common::sample(&server.api.scrape().await, "pyexec_http_requests_in_flight") < 1.0 {
+    while crate::common::sample(&server.api.scrape().await, "pyexec_http_requests_in_flight") < 1.0
+    {
         // The /execute in flight (scrapes on the operator listener are not counted).
         assert!(Instant::now() < deadline, "the run never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -599,9 +598,12 @@ async fn a_request_whose_client_goes_away_is_counted_and_leaves_no_run_in_progre
     loop {
         let text = server.api.scrape().await;
         let running = runs_in_progress(&text);
-        if common::sample(&text, closed) == 1.0 && running == 0.0 {
+        if crate::common::sample(&text, closed) == 1.0 && running == 0.0 {
             // Nothing is in flight (the scrape is on the operator listener).
-            assert_eq!(common::sample(&text, "pyexec_http_requests_in_flight"), 0.0);
+            assert_eq!(
+                crate::common::sample(&text, "pyexec_http_requests_in_flight"),
+                0.0
+            );
             break;
         }
         assert!(
@@ -617,7 +619,7 @@ fn runs_in_progress(metrics: &str) -> f64 {
     ["warm", "cold"]
         .iter()
         .map(|mode| {
-            common::sample(
+            crate::common::sample(
                 metrics,
                 &format!(r#"pyexec_sandbox_runs_in_progress{{mode="{mode}"}}"#),
             )

@@ -2,15 +2,13 @@
 //! JWTs, rate limits, quotas, the result cache, hot reload and per-tenant
 //! sandbox limits.
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::{policy_server_config, tenant_yaml, PolicyDir, TestServer};
 use base64::Engine;
-use common::{policy_server_config, tenant_yaml, PolicyDir, TestServer};
 use governor::clock::FakeRelativeClock;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pyexec::stores::quota::InMemoryQuotaStore;
@@ -820,7 +818,7 @@ async fn runs_the_sandbox_could_not_start_are_handed_back_to_the_quota() {
     // A tenant whose extra nsjail config binds a path that does not exist:
     // every one of its jails fails to build, which is not its script's doing.
     let nsjail_dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::repo_path("nsjail")).unwrap() {
+    for entry in std::fs::read_dir(crate::common::repo_path("nsjail")).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
             std::fs::copy(entry.path(), nsjail_dir.path().join(entry.file_name())).unwrap();

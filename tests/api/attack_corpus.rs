@@ -5,20 +5,18 @@
 //! server's cgroups, no new mount, no file a jailed user created on the host.
 //!
 //! The same files generate the results table of SECURITY.md; a test keeps the
-//! two in step (`PYEXEC_UPDATE_SECURITY_TABLE=1 cargo test --test attack_corpus
+//! two in step (`PYEXEC_UPDATE_SECURITY_TABLE=1 cargo test --test api attack_corpus::
 //! security_md` rewrites it).
 //!
 //! `PYEXEC_SANDBOX_MODE=cold|warm` selects the sandbox mode, as for the rest of
-//! the suite (see `common::forced_mode_from_env`).
-
-mod common;
+//! the suite (see `crate::common::forced_mode_from_env`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     policy_server_config, repo_path, tenant_yaml, PolicyDir, Response, TestServer, API_KEY,
 };
 use futures_util::stream::{self, StreamExt};
@@ -410,10 +408,14 @@ impl HostBaseline {
             found.push(format!("run cgroup {} still exists", dir.display()));
         }
         // Run groups only: a warm zygote's own group holds it and its idle
-        // runners between requests, by design.
-        let ours = format!("/pyexec-{}-", std::process::id());
+        // runners between requests, by design. This server's only: other
+        // tests of the suite run their own servers in this process meanwhile.
+        let instance = sandbox
+            .cgroup_instance()
+            .expect("the corpus runs with cgroups");
+        let ours = format!("/{instance}/run-");
         for (pid, cgroups) in processes() {
-            if cgroups.contains(&ours) && cgroups.contains("/run-") {
+            if cgroups.contains(&ours) {
                 found.push(format!("process {pid} is still in a run cgroup"));
             }
         }
@@ -561,8 +563,11 @@ fn corpus_policies() -> PolicyDir {
 
 #[test]
 fn every_attack_in_the_corpus_is_contained() {
-    // Set before the server starts, so the gateway's own environment holds it.
-    std::env::set_var(CANARY_VAR, CANARY);
+    assert_eq!(
+        std::env::var(CANARY_VAR).as_deref(),
+        Ok(CANARY),
+        "the gateway's environment must hold the canary (.cargo/config.toml sets it)"
+    );
     let policies = corpus_policies();
     let server = TestServer::start(policy_server_config(policies.path()), true);
     let cases = load_corpus();
@@ -712,7 +717,7 @@ fn security_md_shows_the_corpus_results_table() {
             .unwrap();
         } else {
             panic!(
-                "SECURITY.md's table does not match tests/attacks/; regenerate it with\n  PYEXEC_UPDATE_SECURITY_TABLE=1 cargo test --test attack_corpus security_md"
+                "SECURITY.md's table does not match tests/attacks/; regenerate it with\n  PYEXEC_UPDATE_SECURITY_TABLE=1 cargo test --test api attack_corpus::security_md"
             );
         }
     }
