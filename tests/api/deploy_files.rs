@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::repo_path;
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Every YAML file below `deploy/`, each with its documents.
 fn deploy_yaml() -> Vec<(PathBuf, Vec<Value>)> {
@@ -20,7 +20,7 @@ fn deploy_yaml() -> Vec<(PathBuf, Vec<Value>)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let docs = serde_yaml::Deserializer::from_str(&text)
+            let docs = yaml_serde::Deserializer::from_str(&text)
                 .map(|doc| {
                     Value::deserialize(doc)
                         .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
@@ -170,7 +170,7 @@ fn every_file_a_kustomization_names_exists() {
     assert!(kustomizations.len() >= 2, "no base and overlay found");
     for file in kustomizations {
         let dir = file.parent().unwrap();
-        let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let doc: Value = yaml_serde::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         let mut named: Vec<String> = Vec::new();
         for key in ["resources", "components", "patchesStrategicMerge"] {
             for item in doc[key].as_sequence().into_iter().flatten() {
@@ -397,7 +397,7 @@ fn policies_are_mounted_where_pyexec_policies_points() {
 /// listener really answers `/metrics` with Prometheus text.
 #[test]
 fn the_collector_scrapes_the_operator_listener() {
-    let config: Value = serde_yaml::from_str(
+    let config: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo_path("deploy/otel-collector.yaml")).unwrap(),
     )
     .unwrap();
@@ -427,7 +427,7 @@ fn the_collector_scrapes_the_operator_listener() {
 
 #[test]
 fn the_collector_receives_on_the_port_pyexec_exports_to() {
-    let config: Value = serde_yaml::from_str(
+    let config: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo_path("deploy/otel-collector.yaml")).unwrap(),
     )
     .unwrap();
@@ -649,7 +649,7 @@ fn the_image_holds_what_the_server_reads_where_its_environment_says() {
 /// file's placeholders and deploys that file with `services replace`.
 #[test]
 fn cloud_build_renders_and_replaces_the_service_file() {
-    let build: Value = serde_yaml::from_str(
+    let build: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo_path("deploy/cloudrun/cloudbuild.yaml")).unwrap(),
     )
     .unwrap();

@@ -155,10 +155,10 @@ pub fn load_file(path: &Path, ctx: &LoadContext) -> Result<Vec<Tenant>, PolicyEr
 fn split_documents(text: &[u8]) -> Result<Vec<String>, String> {
     use serde::Deserialize;
     let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_slice(text) {
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;
+    for document in yaml_serde::Deserializer::from_slice(text) {
+        let value = yaml_serde::Value::deserialize(document).map_err(|e| e.to_string())?;
         if !value.is_null() {
-            documents.push(serde_yaml::to_string(&value).map_err(|e| e.to_string())?);
+            documents.push(yaml_serde::to_string(&value).map_err(|e| e.to_string())?);
         }
     }
     Ok(documents)
@@ -166,8 +166,8 @@ fn split_documents(text: &[u8]) -> Result<Vec<String>, String> {
 
 /// Parses a policy document. `base` resolves relative key file paths.
 pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<Tenant, String> {
-    // serde_yaml's messages carry the field path and the line.
-    let doc: PolicyFile = serde_yaml::from_slice(text).map_err(|e| e.to_string())?;
+    // yaml_serde's messages carry the field path and the line.
+    let doc: PolicyFile = yaml_serde::from_slice(text).map_err(|e| e.to_string())?;
     if doc.api_version != API_VERSION {
         return Err(format!(
             "apiVersion: must be `{API_VERSION}`, not `{}`",
