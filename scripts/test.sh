@@ -4,10 +4,13 @@
 # container image built and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --with-redis
+bash scripts/setup.sh --for-tests
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# deny.toml: banned crates (the rust_crypto JWT backend), licences, sources.
+# Advisories need the RustSec database from GitHub, which CI cannot reach.
+cargo deny --log-level error check bans licenses sources
 # The project's own Python (the harness, the zygote, the container checks).
 "${PYEXEC_PREFIX:-/opt/pyexec}/tools/bin/ruff" check nsjail tests/container
 # The warm runner's own seccomp filter, run against every ABI's numbers, and
