@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const API_KEY: &str = "pyx_benchmark_key";
 
@@ -466,7 +466,9 @@ async fn main() {
          before HTTP, auth, namespaces and cgroups\n",
         floor.cpu_ms, floor.seed_cpu_ms
     );
-    println!("| mode | script | p50 ms | p95 ms | p99 ms | req/s c=1 | req/s c=4 | req/s c=16 | CPU ms/req c=16 |");
+    println!(
+        "| mode | script | p50 ms | p95 ms | p99 ms | req/s c=1 | req/s c=4 | req/s c=16 | CPU ms/req c=16 |"
+    );
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let modes: Vec<(&str, &ModeResult)> = [("cold", cold.as_ref()), ("warm", Some(&warm))]
         .into_iter()

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::gateway::connection::ConnectionLimits;
+use crate::defaults;
 use crate::gateway::ServerConfig;
+use crate::gateway::connection::ConnectionLimits;
 use crate::sandbox::{SandboxConfig, SandboxMode, WarmConfig};
 use crate::stores::redis::RedisSettings;
 
@@ -45,7 +46,7 @@ pub struct SandboxArgs {
     #[arg(long, env = "PYEXEC_SANDBOX_MODE")]
     pub sandbox_mode: Option<SandboxMode>,
     /// Modules each warm zygote imports once, comma-separated.
-    #[arg(long, env = "PYEXEC_WARM_PRELOAD", default_value = "numpy,pandas")]
+    #[arg(long, env = "PYEXEC_WARM_PRELOAD", default_value = defaults::WARM_PRELOAD_FLAG)]
     pub preload: String,
 }
 

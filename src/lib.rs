@@ -14,6 +14,7 @@
 //! | 3 | [`stores`] | per-tenant state: rate limits, quotas and the result cache, in memory and in Redis, behind traits |
 //! | 2 | [`tenants`] | tenant policy files: parsed, validated, looked up by key or issuer, hot-reloaded |
 //! | 1 | [`sandbox`] | everything that touches nsjail: limits and argv, cgroups, the cold and warm paths, the fair share of slots, what a run's outcome is; usable without the gateway (`pyexec run`) |
+//! | 0 | [`defaults`] | the values several floors share, each once: the script size limit, the warm preload list, the shutdown budget |
 //! | 0 | [`telemetry`] | the ground: tracing subscriber, OTLP exporter, log format, metrics registry, the gateway stages' spans; it knows no type of the floors above (the sandbox records its own spans in `sandbox::trace`) |
 //!
 //! Inside `sandbox/`: `mod.rs` is the [`sandbox::Sandbox`] and its cold path;
@@ -26,6 +27,7 @@
 //! say.
 
 pub mod config;
+pub mod defaults;
 pub mod gateway;
 pub mod sandbox;
 pub mod stores;

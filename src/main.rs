@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pyexec::config::{SandboxArgs, ServeArgs};
-use pyexec::gateway::{success_body, Application};
-use pyexec::sandbox::{privileges, Sandbox};
+use pyexec::defaults;
+use pyexec::gateway::{Application, success_body};
+use pyexec::sandbox::{Sandbox, privileges};
 use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
 use pyexec::tenants::policy::{self, LoadContext};
-use pyexec::tenants::{generate_api_key, hash_api_key, Tenant};
+use pyexec::tenants::{Tenant, generate_api_key, hash_api_key};
 
 #[derive(Parser)]
 #[command(
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
     });
     // Runs still going after the drain deadline are abandoned, not awaited:
     // the platform's kill would come next anyway.
-    runtime.shutdown_timeout(Duration::from_millis(500));
+    runtime.shutdown_timeout(defaults::RUNTIME_STOP_TIMEOUT);
     code
 }
 
@@ -163,7 +164,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {},
@@ -239,7 +240,9 @@ fn policy_check(dir: &Path, nsjail_dir: PathBuf) -> ExitCode {
 
 fn keys_new(tenant: &str) -> ExitCode {
     let key = generate_api_key();
-    println!("API key for tenant {tenant} (shown once; give it to the client, keep it nowhere else):\n\n  {key}\n");
+    println!(
+        "API key for tenant {tenant} (shown once; give it to the client, keep it nowhere else):\n\n  {key}\n"
+    );
     println!("Paste under spec.auth.apiKeys in the tenant's policy:\n");
     println!(
         "      - sha256: {}\n        description: \"created {}\"",

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderMap};
+use axum::http::{HeaderMap, header};
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::Validation;
+use jsonwebtoken::errors::ErrorKind;
 
 use super::error::ApiError;
 use crate::tenants::{Tenant, TenantRegistry};

@@ -2,9 +2,9 @@
 //! `application/problem+json` body that also carries `error` for clients of
 //! the original API.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::sandbox::{Outcome, Output};
 

@@ -1,27 +1,27 @@
 //! `POST /execute`: authenticate, rate-limit, validate, then answer from the
 //! cache or run (within the daily quota).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::auth::authenticate;
 use super::error::{ApiError, ScriptFailure};
 use super::ratelimit_headers;
-use super::AppState;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
+use crate::stores::StoreUnavailable;
 use crate::stores::cache::{self, CachedResult};
 use crate::stores::quota::QuotaError;
 use crate::stores::rate::ceil_secs;
-use crate::stores::StoreUnavailable;
 use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
 use tracing::{Instrument, Span};
@@ -93,7 +93,7 @@ impl ExecuteRequest {
             Some(_) => {
                 return Err(invalid(
                     "`args` must be a JSON object; it is passed as main(**args).",
-                ))
+                ));
             }
         };
         if let Some(bad) = args.keys().find(|k| !is_identifier(k)) {
@@ -109,7 +109,7 @@ impl ExecuteRequest {
                 _ => {
                     return Err(ApiError::InvalidRequest(format!(
                         "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
-                    )))
+                    )));
                 }
             },
             Some(_) => return Err(invalid("`timeout_ms` must be a number of milliseconds.")),

@@ -2,14 +2,14 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::error::ApiError;
 use super::AppState;
+use super::error::ApiError;
 use crate::sandbox::SelfTest;
 
 /// The original service's health JSON plus what the sandbox self-test found.

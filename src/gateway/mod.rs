@@ -13,15 +13,15 @@ mod ratelimit_headers;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::OpenApi;
@@ -30,19 +30,20 @@ use utoipa_axum::routes;
 
 pub use auth::JWT_LEEWAY_SECS;
 pub use error::ApiError;
-pub use execute::{success_body, ExecuteRequest};
+pub use execute::{ExecuteRequest, success_body};
 
+use crate::defaults;
 use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::stores::Stores;
 use crate::stores::cache::ResultCache;
 use crate::stores::quota::QuotaStore;
 use crate::stores::rate::RateStore;
 use crate::stores::redis::{
     RedisBackend, RedisCache, RedisQuotaStore, RedisRateStore, RedisSettings,
 };
-use crate::stores::Stores;
-use crate::tenants::policy::LoadContext;
 use crate::tenants::PolicyStore;
-use connection::{ConnectionLimits, Server, OPERATOR_MAX_CONNECTIONS};
+use crate::tenants::policy::LoadContext;
+use connection::{ConnectionLimits, OPERATOR_MAX_CONNECTIONS, Server};
 
 /// Everything `Application::build` needs: plain data, made from the flags by
 /// `config`.
@@ -187,7 +188,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, marks the
     /// server as draining (so /readyz turns 503) and lets in-flight requests
-    /// finish for at most [`DRAIN_TIMEOUT`]. The operator listener serves
+    /// finish for at most [`defaults::DRAIN_TIMEOUT`]. The operator listener serves
     /// until the drain is over.
     pub async fn run_until(
         self,
@@ -224,7 +225,7 @@ impl Application {
         // hyper would wait for every connection without a limit; the
         // platform does not (Cloud Run kills 10 s after SIGTERM), and spans
         // must be flushed before that.
-        public.run(stopped, DRAIN_TIMEOUT).await;
+        public.run(stopped, defaults::DRAIN_TIMEOUT).await;
         let _ = stop_operator.send(true);
         let _ = operator.await;
         self.state.sandbox.shutdown().await;
@@ -237,10 +238,6 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}"))
 }
-
-/// How long in-flight runs may finish after SIGTERM (Cloud Run gives 10 s;
-/// the rest is for flushing spans).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Every route, each registered through its handler's `#[utoipa::path]`:
 /// the one list both the router and the OpenAPI document are made from.

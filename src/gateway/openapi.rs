@@ -142,16 +142,52 @@ pub struct StatusBody {
 
 /// Every documented problem of `POST /execute`: (status, problem kinds, when).
 const EXECUTE_PROBLEMS: &[(u16, &str, &str)] = &[
-    (400, "invalid-request", "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte."),
-    (401, "unauthorized", "Missing, malformed, unknown or expired bearer token (`WWW-Authenticate: Bearer`)."),
+    (
+        400,
+        "invalid-request",
+        "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte.",
+    ),
+    (
+        401,
+        "unauthorized",
+        "Missing, malformed, unknown or expired bearer token (`WWW-Authenticate: Bearer`).",
+    ),
     (403, "forbidden", "Valid credential of a disabled tenant."),
-    (408, "request-timeout", "The body did not arrive within the read timeout."),
-    (413, "too-large", "Body over the server's limit or script over the tenant's `maxScriptBytes`."),
-    (415, "unsupported-media-type", "Not `Content-Type: application/json`."),
-    (422, "syntax-error, missing-main, runtime-error, non-json-result, timeout, memory-limit, sandbox-killed", "The script ran (or was compiled) and produced no result."),
-    (429, "rate-limited, quota-exceeded", "The tenant's rate limit or daily quota is used up (`Retry-After`)."),
-    (503, "unavailable", "The sandbox is not ready, or every slot and the queue are busy (`Retry-After`)."),
-    (500, "internal", "A bug of ours; nothing about the host is said."),
+    (
+        408,
+        "request-timeout",
+        "The body did not arrive within the read timeout.",
+    ),
+    (
+        413,
+        "too-large",
+        "Body over the server's limit or script over the tenant's `maxScriptBytes`.",
+    ),
+    (
+        415,
+        "unsupported-media-type",
+        "Not `Content-Type: application/json`.",
+    ),
+    (
+        422,
+        "syntax-error, missing-main, runtime-error, non-json-result, timeout, memory-limit, sandbox-killed",
+        "The script ran (or was compiled) and produced no result.",
+    ),
+    (
+        429,
+        "rate-limited, quota-exceeded",
+        "The tenant's rate limit or daily quota is used up (`Retry-After`).",
+    ),
+    (
+        503,
+        "unavailable",
+        "The sandbox is not ready, or every slot and the queue are busy (`Retry-After`).",
+    ),
+    (
+        500,
+        "internal",
+        "A bug of ours; nothing about the host is said.",
+    ),
 ];
 
 fn string_header(description: &str) -> utoipa::openapi::header::Header {

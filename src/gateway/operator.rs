@@ -5,9 +5,9 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{metrics, AppState};
+use super::{AppState, metrics};
 
 pub fn router(state: AppState) -> Router {
     Router::new()

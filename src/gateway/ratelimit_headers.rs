@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use crate::stores::rate::{ceil_secs, replenish_interval, RateDecision};
+use crate::stores::rate::{RateDecision, ceil_secs, replenish_interval};
 use crate::tenants::{QuotaPolicy, RateLimitPolicy};
 
 /// The policies a tenant has (`RateLimit-Policy`) and what is left of each

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 
-use super::capture::{read_capped, Captured};
+use super::capture::{Captured, read_capped};
 use super::cgroup::RunCgroup;
 use super::deadline::time_limit;
 use super::launch::{launch_failed, nsjail_command, strip_log_prefix};
-use super::limits::{JailPaths, Limits, KIB};
-use super::outcome::{signal_from_exit_code, RawRun};
+use super::limits::{JailPaths, KIB, Limits};
+use super::outcome::{RawRun, signal_from_exit_code};
 use super::process::{pipe, pipe_reader};
 use super::{Job, Sandbox, SandboxError};
 

@@ -169,9 +169,11 @@ mod tests {
         assert!(copy.to_string_lossy().contains("/pyexec-jail-"));
         let binds = files.etc_binds();
         assert_eq!(binds[0].1, Path::new("/etc/hosts"));
-        assert!(fs::read_to_string(&binds[0].0)
-            .unwrap()
-            .contains("localhost"));
+        assert!(
+            fs::read_to_string(&binds[0].0)
+                .unwrap()
+                .contains("localhost")
+        );
         let dir = files.dir.clone();
         drop(files);
         assert!(!dir.exists());

@@ -352,8 +352,10 @@ mod tests {
             ["/cfg/seccomp-zygote.kafel"]
         );
         assert!(argv.contains(&"--proc_rw".to_string()));
-        assert!(value_after(&argv, "--bindmount_ro")
-            .contains(&"/cfg/zygote.py:/pyexec/zygote.py".to_string()));
+        assert!(
+            value_after(&argv, "--bindmount_ro")
+                .contains(&"/cfg/zygote.py:/pyexec/zygote.py".to_string())
+        );
         let separator = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(
             &argv[separator + 1..],

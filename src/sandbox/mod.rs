@@ -18,8 +18,8 @@ mod trace;
 mod warm;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::telemetry;
 
 pub use cgroup::{CgroupVersion, Cgroups, RunUsage};
-pub use limits::{JailPaths, Limits, KIB, MIB};
+pub use limits::{JailPaths, KIB, Limits, MIB};
 pub use outcome::{Outcome, Output, RunReport, SandboxError};
 pub use slots::{GroupUse, RunShare};
 pub use warm::{WarmConfig, WarmPoolStatus};

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::SandboxMode;
 use super::capture::Captured;
 use super::cgroup::RunUsage;
 use super::limits::{Limits, MIB};
-use super::SandboxMode;
 
 /// How a run ended, in the API contract's terms.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +158,7 @@ pub(super) fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
                     "the script ran longer than its wall-clock limit of {} ms",
                     limits.wall_timeout.as_millis()
                 ),
-            }
+            };
         }
         Some(TimeLimit::Cpu) => return cpu_limit_reached(limits),
         None => {}

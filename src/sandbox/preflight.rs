@@ -146,7 +146,11 @@ fn namespace_refused(refused: Refused, seccomp: Option<u8>) -> String {
         Refused::PivotRoot(errno) => format!(
             "pivot_root(2), which nsjail uses to enter the jail's root, is refused ({}){}. Docker: --security-opt seccomp=unconfined (Docker's default profile never allows pivot_root); Kubernetes: seccompProfile.type: Unconfined, or a Localhost profile that allows it",
             error(errno),
-            if filtered { " by the container's seccomp profile" } else { "" }
+            if filtered {
+                " by the container's seccomp profile"
+            } else {
+                ""
+            }
         ),
     }
 }

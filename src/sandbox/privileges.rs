@@ -38,7 +38,7 @@ use std::sync::OnceLock;
 use caps::{CapSet, Capability};
 
 use super::cgroup::{
-    own_group_path, parse_cgroup_mounts, CgroupMount, DELEGATED_GROUP, V1_CONTROLLERS,
+    CgroupMount, DELEGATED_GROUP, V1_CONTROLLERS, own_group_path, parse_cgroup_mounts,
 };
 
 static PROBLEMS: OnceLock<Vec<String>> = OnceLock::new();
@@ -149,7 +149,9 @@ impl StepFailure {
                     }
                     _ => "see deploy/README.md for the grants the container needs",
                 };
-                format!("cannot make the container's cgroup view at {place} writable ({error}): {fix}")
+                format!(
+                    "cannot make the container's cgroup view at {place} writable ({error}): {fix}"
+                )
             }
             Step::RemountReadOnly => format!(
                 "cannot make the container's cgroup view at {place} read-only again ({error}), so the gateway would reach the container's own limits: see deploy/README.md"
@@ -185,7 +187,7 @@ fn join_delegated_group(view: &CgroupMount, mounts: &[CgroupMount]) -> Result<()
     let delegated = view.mount_point.join(DELEGATED_GROUP);
     match std::fs::create_dir(&delegated) {
         Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(Step::CreateGroup.failed(e))
+            return Err(Step::CreateGroup.failed(e));
         }
         _ => {}
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{Notify, oneshot};
 
 /// Which queue a run waits in and how many slots that queue may hold at once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

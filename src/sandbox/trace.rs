@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use tracing::field::Empty;
 use tracing::Span;
+use tracing::field::Empty;
 
 use super::outcome::{RunReport, SandboxError};
-use crate::telemetry::metrics::{metrics, NO_TENANT};
+use crate::telemetry::metrics::{NO_TENANT, metrics};
 use crate::telemetry::request;
 use crate::telemetry::spans::{record_outcome, script_sha256_prefix};
 

@@ -14,14 +14,13 @@ pub mod otel;
 pub mod request;
 pub mod spans;
 
-use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{EnvFilter, fmt};
 
 pub use metrics::metrics;
 
@@ -130,7 +129,7 @@ impl Telemetry {
         // The SDK blocks on the batch task's answer, so it must not block a
         // runtime worker the task may need.
         let flushed = tokio::time::timeout(
-            Duration::from_secs(2),
+            crate::defaults::SPAN_FLUSH_TIMEOUT,
             tokio::task::spawn_blocking(move || provider.shutdown()),
         )
         .await;

@@ -2,11 +2,11 @@
 //! and the W3C `traceparent` carriers for HTTP headers.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 
 /// Where spans go: set by the standard variables; without one, spans are still
 /// made (logs carry their ids and responses their `traceparent`) but not sent.

@@ -22,7 +22,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::metrics::{metrics, NO_TENANT};
+use super::metrics::{NO_TENANT, metrics};
 use super::otel::{HeaderExtractor, HeaderInjector};
 
 tokio::task_local! {

@@ -15,8 +15,8 @@
 //! ```
 
 use sha2::{Digest, Sha256};
-use tracing::field::Empty;
 use tracing::Span;
+use tracing::field::Empty;
 
 use super::metrics::metrics;
 

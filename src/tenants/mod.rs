@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 pub use reload::{PolicyStore, ReloadStatus};
 
-use crate::sandbox::{RunShare, SandboxPolicy, KIB};
+use crate::sandbox::{RunShare, SandboxPolicy};
 
 /// The name of the tenant that exists without any policy file.
 pub const BOOTSTRAP_TENANT: &str = "default";
@@ -55,7 +55,7 @@ impl Tenant {
                 },
                 ..SandboxPolicy::default()
             },
-            max_script_bytes: 10 * KIB as usize,
+            max_script_bytes: crate::defaults::MAX_SCRIPT_BYTES,
             revision: "builtin".into(),
             source: "built-in".into(),
             api_key_hashes: Vec::new(),

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    policy_server_config, repo_path, tenant_yaml, PolicyDir, Response, TestServer, API_KEY,
+    API_KEY, PolicyDir, Response, TestServer, policy_server_config, repo_path, tenant_yaml,
 };
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Runs at once: the suite's sandbox has 4 slots.
 const PARALLEL: usize = 4;

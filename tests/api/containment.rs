@@ -1,7 +1,7 @@
 //! What a script cannot do: every case runs in the real nsjail, and after each
 //! the server still serves.
 
-use crate::common::{server, server_config, SpawnedServer, TestServer};
+use crate::common::{SpawnedServer, TestServer, server, server_config};
 use serde_json::json;
 
 async fn still_serving() {
@@ -253,10 +253,12 @@ async fn without_nsjail_nothing_runs_and_the_server_says_why() {
     // No script ran, so nothing is known of the jail's Python or /tmp.
     assert_eq!(health.body["python"], "unknown");
     assert_eq!(health.body["temp_writable"], "unknown");
-    assert!(health.body["sandbox"]["problems"][0]
-        .as_str()
-        .unwrap()
-        .contains("nsjail is not at"));
+    assert!(
+        health.body["sandbox"]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("nsjail is not at")
+    );
     let ready = broken
         .client
         .get(broken.url("/readyz"))

@@ -667,9 +667,11 @@ fn cloud_build_renders_and_replaces_the_service_file() {
             args.join(" ")
         })
         .collect();
-    assert!(steps
-        .iter()
-        .any(|s| s.starts_with("build ") && s.ends_with(" .")));
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("build ") && s.ends_with(" ."))
+    );
     let render = steps
         .iter()
         .find(|s| s.contains("deploy/cloudrun/service.yaml"))

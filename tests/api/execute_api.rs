@@ -1,7 +1,7 @@
 //! The API contract through real HTTP and the real sandbox: the original
 //! service's examples, every status of the table, auth and validation.
 
-use crate::common::{server, API_KEY};
+use crate::common::{API_KEY, server};
 use serde_json::json;
 
 // ---- the seed README's examples, verbatim ----------------------------------
@@ -148,13 +148,26 @@ async fn any_json_value_can_be_the_result() {
     for (script, expected) in [
         ("def main():\n    return 42", json!(42)),
         ("def main():\n    return None", json!(null)),
-        ("def main():\n    return [1, 'two', 3.5, True]", json!([1, "two", 3.5, true])),
+        (
+            "def main():\n    return [1, 'two', 3.5, True]",
+            json!([1, "two", 3.5, true]),
+        ),
         ("def main():\n    return (1, 2)", json!([1, 2])),
-        ("def main():\n    return {1: 'int keys become strings'}", json!({"1": "int keys become strings"})),
-        ("def main():\n    import numpy as np\n    return {'x': np.float64(1.5), 'n': np.int32(7), 'b': np.bool_(True)}", json!({"x": 1.5, "n": 7, "b": true})),
+        (
+            "def main():\n    return {1: 'int keys become strings'}",
+            json!({"1": "int keys become strings"}),
+        ),
+        (
+            "def main():\n    import numpy as np\n    return {'x': np.float64(1.5), 'n': np.int32(7), 'b': np.bool_(True)}",
+            json!({"x": 1.5, "n": 7, "b": true}),
+        ),
         ("def main():\n    return 'ünïcödé ✓'", json!("ünïcödé ✓")),
     ] {
-        assert_eq!(server().run(script).await.assert_ok(), &expected, "{script}");
+        assert_eq!(
+            server().run(script).await.assert_ok(),
+            &expected,
+            "{script}"
+        );
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::common::{
-    sample, server, server_config, SpawnOptions, SpawnedServer, TestServer, API_KEY,
+    API_KEY, SpawnOptions, SpawnedServer, TestServer, sample, server, server_config,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::{server, API_KEY};
+use crate::common::{API_KEY, server};
 use oas3::spec::ObjectOrReference;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 async fn served_document() -> (String, Value) {
     let s = server();

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{repo_path, SpawnOptions, SpawnedServer};
+use crate::common::{SpawnOptions, SpawnedServer, repo_path};
 
 struct Block {
     info: String,

@@ -8,12 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{redis_server_config, tenant_yaml, PolicyDir, RedisServer, TestServer};
+use crate::common::{PolicyDir, RedisServer, TestServer, redis_server_config, tenant_yaml};
 use pyexec::stores::quota::{QuotaError, QuotaStore};
 use pyexec::stores::rate::{InMemoryRateStore, RateStore};
 use pyexec::stores::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
 use pyexec::tenants::{OnFailure, QuotaPolicy, RateLimitPolicy};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ALPHA_KEY: &str = "pyx_alpha_shared_key";
 const BETA_KEY: &str = "pyx_beta_shared_key";

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{SpawnedServer, API_KEY};
+use crate::common::{API_KEY, SpawnedServer};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -18,9 +18,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use serde_json::{json, Value};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// Strings that must never leave the process in telemetry.
@@ -506,10 +506,12 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
     .await
     .unwrap();
     assert!(status.0.success(), "exit status {:?}", status.0);
-    assert!(status
-        .1
-        .iter()
-        .any(|l| l.contains("shutting down: no new connections")));
+    assert!(
+        status
+            .1
+            .iter()
+            .any(|l| l.contains("shutting down: no new connections"))
+    );
     let spans = receiver.wait_for_trace(&trace_id, "sandbox.run").await;
     assert!(names(&spans).contains(&"POST /execute"));
 }
@@ -517,7 +519,7 @@ async fn sigterm_lets_a_running_script_finish_flushes_its_spans_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_does_not_wait_for_a_run_longer_than_the_drain_limit() {
     let mut server = SpawnedServer::start(&[]);
-    // Longer than the 8 s drain limit, shorter than the 30 s run limit: only
+    // Longer than the 7.5 s drain limit, shorter than the 30 s run limit: only
     // the drain limit can end the process before the script returns.
     let script = "def main():\n    import time\n    time.sleep(25)\n    return 'finished'\n";
     let request = {

@@ -3,18 +3,18 @@
 //! sandbox limits.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::common::{policy_server_config, tenant_yaml, PolicyDir, TestServer};
+use crate::common::{PolicyDir, TestServer, policy_server_config, tenant_yaml};
 use base64::Engine;
 use governor::clock::FakeRelativeClock;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pyexec::stores::Stores;
 use pyexec::stores::quota::InMemoryQuotaStore;
 use pyexec::stores::rate::InMemoryRateStore;
-use pyexec::stores::Stores;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const ALPHA_KEY: &str = "pyx_alpha_test_key";
 const BETA_KEY: &str = "pyx_beta_test_key";

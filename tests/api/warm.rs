@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::common::{server_config, TestServer};
+use crate::common::{TestServer, server_config};
 use pyexec::sandbox::SandboxMode;
 use serde_json::json;
 

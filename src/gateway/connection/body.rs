@@ -12,8 +12,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::activity::InFlight;
 use super::CHUNK;
+use super::activity::InFlight;
 use crate::telemetry;
 
 /// Most HTTP clients send a whole request body before they read anything:

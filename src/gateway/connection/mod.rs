@@ -12,15 +12,15 @@
 
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, Response};
+use axum::http::{HeaderValue, Response, header};
 use axum::response::IntoResponse;
-use axum::Router;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
@@ -28,7 +28,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -96,7 +96,7 @@ impl ConnectionLimits {
     /// starts, [`raise_open_file_limit`]) leaves after the sandbox's share,
     /// so that accepting never fails for want of a descriptor (at most 4096).
     pub fn for_this_process(max_concurrent: usize) -> Self {
-        use nix::sys::resource::{getrlimit, Resource};
+        use nix::sys::resource::{Resource, getrlimit};
         let fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(_, hard)| hard);
         let reserved = FDS_RESERVED + FDS_PER_SLOT * max_concurrent as u64;
         Self {
@@ -109,7 +109,7 @@ impl ConnectionLimits {
 /// Lets the process open as many files as its hard limit allows (raising
 /// the soft limit needs no privilege); the sandbox's jails set their own.
 pub fn raise_open_file_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft < hard {
             let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);

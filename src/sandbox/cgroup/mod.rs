@@ -19,7 +19,7 @@ use super::limits::Limits;
 mod mounts;
 
 use mounts::writable_parent;
-pub(super) use mounts::{own_group_path, parse_cgroup_mounts, CgroupMount};
+pub(super) use mounts::{CgroupMount, own_group_path, parse_cgroup_mounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupVersion {

@@ -21,8 +21,8 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket;
@@ -37,9 +37,9 @@ use super::limits::{JailPaths, Limits, MIB};
 use super::outcome::RawRun;
 use super::process::{pipe, pipe_reader};
 use super::{Job, SandboxError, Teardown};
-use processes::{can_reschedule_others, forward_lines, LogSource};
+use processes::{LogSource, can_reschedule_others, forward_lines};
 use protocol::set_nonblocking;
-use zygote::{read_replies, Zygote};
+use zygote::{Zygote, read_replies};
 
 /// When a zygote is replaced by a fresh one: every runner shares the zygote's
 /// address-space layout, so it is not kept forever.
@@ -61,7 +61,10 @@ pub struct WarmConfig {
 impl Default for WarmConfig {
     fn default() -> Self {
         Self {
-            preload: vec!["numpy".into(), "pandas".into()],
+            preload: crate::defaults::WARM_PRELOAD
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             recycle_after_runs: 2000,
             recycle_after: Duration::from_secs(600),
             max_in_flight: 8,

@@ -3,8 +3,8 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncBufReadExt;
+use tokio::io::unix::AsyncFd;
 
 /// A process's exit through its pidfd: readiness, and a kill that cannot hit
 /// a recycled pid.

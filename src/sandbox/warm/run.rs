@@ -2,20 +2,20 @@
 //! zygote, the watch on its limits and what it left.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::processes::{schedule_normally, ProcessExit};
-use super::protocol::{send_with_fds, Command, RunRequest};
-use super::zygote::Zygote;
 use super::WarmPool;
+use super::processes::{ProcessExit, schedule_normally};
+use super::protocol::{Command, RunRequest, send_with_fds};
+use super::zygote::Zygote;
 use crate::sandbox::capture::read_capped;
 use crate::sandbox::limits::Limits;
-use crate::sandbox::outcome::{parse_frame, signal_from_exit_code, RawRun};
+use crate::sandbox::outcome::{RawRun, parse_frame, signal_from_exit_code};
 use crate::sandbox::process::{pipe, pipe_reader};
 use crate::sandbox::{Job, SandboxError, Teardown};
 

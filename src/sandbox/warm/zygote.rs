@@ -3,8 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,7 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
 
 use super::processes::schedule_normally;
-use super::protocol::{receive_with_fds, send_with_fds, Command, Reply};
+use super::protocol::{Command, Reply, receive_with_fds, send_with_fds};
 use crate::sandbox::background;
 use crate::sandbox::cgroup::{Cgroups, RunCgroup};
 use crate::sandbox::limits::{Limits, MIB};

@@ -1,13 +1,13 @@
 //! The result cache's second tier, shared by every replica.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 
-use super::{RedisBackend, MAX_SHARED_CACHE_VALUE};
+use super::{MAX_SHARED_CACHE_VALUE, RedisBackend};
 use crate::stores::cache::CacheKey;
 use crate::tenants::Tenant;
 

@@ -31,12 +31,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
-use serde_json::{json, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::{Value, json};
 
-use super::quota::DAY_SECS;
 use super::StoreUnavailable;
+use super::quota::DAY_SECS;
 use crate::tenants::OnFailure;
 
 /// Largest result body written to the shared cache: bigger ones stay in the

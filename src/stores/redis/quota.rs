@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
 
-use super::{quota_keys, CallError, QuotaOp, RedisBackend};
+use super::{CallError, QuotaOp, RedisBackend, quota_keys};
 use crate::stores::quota::{
-    check_limits, utc_day, QuotaError, QuotaStore, QuotaUsage, WallClock, DAY_SECS,
+    DAY_SECS, QuotaError, QuotaStore, QuotaUsage, WallClock, check_limits, utc_day,
 };
 use crate::tenants::QuotaPolicy;
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
 use super::RedisBackend;
-use crate::stores::rate::{replenish_interval, RateDecision, RateStore};
 use crate::stores::StoreUnavailable;
+use crate::stores::rate::{RateDecision, RateStore, replenish_interval};
 use crate::tenants::RateLimitPolicy;
 
 /// Rate limits shared by every replica; `local` decides while Redis is down

@@ -19,7 +19,6 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{CachePolicy, KeyHash, QuotaPolicy, RateLimitPolicy, Tenant};
-use crate::sandbox::KIB;
 use jwt::jwt_policy;
 use sandbox::sandbox_policy;
 use schema::PolicyFile;
@@ -28,7 +27,7 @@ pub const API_VERSION: &str = "pyexec.dev/v1";
 pub const KIND: &str = "Tenant";
 
 /// Default script size limit, the same as the bootstrap tenant's.
-pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = 10 * KIB;
+pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = crate::defaults::MAX_SCRIPT_BYTES as u64;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// What reading one file needs besides the file.
@@ -240,7 +239,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
         Some(s) => {
             return Err(format!(
                 "spec.cache.ttlSeconds: must be from 1 to 604800 (a week), not {s}"
-            ))
+            ));
         }
     };
     Ok(Tenant {
@@ -297,7 +296,7 @@ fn positive(value: Option<u64>, field: &str) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::{SandboxMode, MIB};
+    use crate::sandbox::{MIB, SandboxMode};
     use crate::tenants::OnFailure;
 
     fn ctx() -> LoadContext {
@@ -448,7 +447,9 @@ mod tests {
     #[test]
     fn jwt_settings_are_checked_against_the_key() {
         let jwt = |body: &str| {
-            format!("apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: acme\nspec:\n  auth:\n    jwt:\n{body}")
+            format!(
+                "apiVersion: pyexec.dev/v1\nkind: Tenant\nmetadata:\n  name: acme\nspec:\n  auth:\n    jwt:\n{body}"
+            )
         };
         let err = parse_doc(&jwt(
             "      issuer: x\n      algorithms: [none]\n      hmacSecretEnv: X\n",

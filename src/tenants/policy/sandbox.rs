@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::schema::SandboxSpec;
-use super::{LoadContext, DEFAULT_MAX_SCRIPT_BYTES};
-use crate::sandbox::{Limits, RunShare, SandboxPolicy, MIB};
+use super::{DEFAULT_MAX_SCRIPT_BYTES, LoadContext};
+use crate::sandbox::{Limits, MIB, RunShare, SandboxPolicy};
 
 pub(super) fn sandbox_policy(
     spec: SandboxSpec,

@@ -8,10 +8,10 @@ mod redis_server;
 mod server;
 mod spawned;
 
-pub use policy::{tenant_yaml, PolicyDir};
+pub use policy::{PolicyDir, tenant_yaml};
 pub use redis_server::RedisServer;
-pub use server::{sample, server, Response, TestServer};
-pub use spawned::{get_status_blocking, SpawnOptions, SpawnedServer};
+pub use server::{Response, TestServer, sample, server};
+pub use spawned::{SpawnOptions, SpawnedServer, get_status_blocking};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

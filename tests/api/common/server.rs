@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use pyexec::gateway::{Application, ServerConfig};
 use pyexec::sandbox::Sandbox;
 use pyexec::stores::Stores;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{get_status_blocking, server_config, API_KEY};
+use super::{API_KEY, get_status_blocking, server_config};
 
 pub struct TestServer {
     pub base: String,
@@ -95,10 +95,12 @@ impl TestServer {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain"));
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
         response.text().await.unwrap()
     }
 

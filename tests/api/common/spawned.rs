@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{sandbox_config, TestServer, API_KEY};
+use super::{API_KEY, TestServer, sandbox_config};
 
 /// The real `pyexec serve` binary on a random port, its stdout (the JSON log)
 /// collected line by line: for what only a whole process shows — the global
