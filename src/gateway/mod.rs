@@ -19,11 +19,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, header};
+use axum::middleware;
+use axum::response::IntoResponse;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -266,7 +270,17 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(
             crate::telemetry::request::trace_request,
         ))
-        .layer(middleware::from_fn(request_id))
+        // Every request and its response carry an `X-Request-Id`: the
+        // client's when it is safe to log and echo, else a new random one.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+        .layer(middleware::map_request(drop_unsafe_request_id))
+        // Credentials print as "Sensitive" if anything ever logs a header map.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]))
         // A bug that panics answers 500 (and is logged) instead of ending
         // its connection's task mid-request.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -277,23 +291,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Echoes a sane client `X-Request-Id` or makes one, on every response.
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
-    let value = HeaderValue::from_str(&id).expect("request ids are checked ASCII");
-    request.headers_mut().insert("x-request-id", value.clone());
-    let mut response = next.run(request).await;
-    response.headers_mut().insert("x-request-id", value);
-    response
+/// A client's `X-Request-Id` is kept only when it is short and made of
+/// characters that are safe in a log line and a header; otherwise it is
+/// removed here and [`RandomRequestId`] makes one.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= 128
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    };
+    let headers = request.headers_mut();
+    let all_safe = headers.get_all(X_REQUEST_ID).iter().all(safe);
+    if !all_safe || headers.get_all(X_REQUEST_ID).iter().count() > 1 {
+        headers.remove(X_REQUEST_ID);
+    }
+    request
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// 128 random bits in hex.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        Some(RequestId::new(
+            HeaderValue::from_str(&id).expect("hex is a valid header value"),
+        ))
+    }
 }

@@ -14,7 +14,6 @@ pub mod otel;
 pub mod request;
 pub mod spans;
 
-
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;

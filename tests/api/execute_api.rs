@@ -406,14 +406,41 @@ async fn unknown_paths_get_a_404_problem() {
 }
 
 #[tokio::test]
-async fn a_client_request_id_is_echoed() {
+async fn a_safe_client_request_id_is_echoed_and_any_other_is_replaced() {
     let s = server();
-    let r = s
-        .client
-        .get(s.url("/livez"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let long = "x".repeat(129);
+    // (what the client sends, whether it comes back as sent)
+    let cases: [(&[&str], bool); 6] = [
+        (&["abc-123"], true),
+        (&["a.b_c:d-1"], true),
+        (&["has space"], false),
+        (&["<script>"], false),
+        (&[long.as_str()], false),
+        (&["one", "two"], false),
+    ];
+    for path in ["/livez", "/nope"] {
+        for (sent, echoed) in cases {
+            let mut request = s.client.get(s.url(path));
+            for id in sent {
+                request = request.header("x-request-id", *id);
+            }
+            let r = request.send().await.unwrap();
+            let ids: Vec<&str> = r
+                .headers()
+                .get_all("x-request-id")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 1, "{path} {sent:?}: {ids:?}");
+            if echoed {
+                assert_eq!(ids[0], sent[0], "{path}");
+            } else {
+                assert!(
+                    ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{path} {sent:?} got {:?}",
+                    ids[0]
+                );
+            }
+        }
+    }
 }
