@@ -193,8 +193,7 @@ async fn run(args: RunArgs) -> ExitCode {
     }
     let tenant = Tenant::bootstrap();
     // The same validation as the API, so a script that passes here passes there.
-    let request = match pyexec::gateway::ExecuteRequest::parse(body.to_string().as_bytes(), &tenant)
-    {
+    let request = match pyexec::gateway::ExecuteRequest::from_value(body, &tenant) {
         Ok(r) => r,
         Err(e) => return print_problem(&e.body(), 2),
     };
@@ -354,7 +353,7 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn print_problem(body: &serde_json::Value, code: u8) -> ExitCode {
+fn print_problem(body: &pyexec::gateway::Problem, code: u8) -> ExitCode {
     println!("{}", serde_json::to_string_pretty(body).expect("JSON"));
     ExitCode::from(code)
 }

@@ -4,11 +4,44 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::sandbox::{Outcome, Output};
 
 pub const PROBLEM_BASE: &str = "https://pyexec.dev/problems/";
+
+/// An RFC 9457 problem, the body of every error. `error` repeats `detail` for
+/// clients of the original API. When the script ran, `stdout`/`stderr` are
+/// included; `line`/`column` come with `syntax-error` (when Python named
+/// them), `exception`/`traceback` with `runtime-error`. A field that does not
+/// apply is left out, never `null`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `https://pyexec.dev/problems/<kind>`, e.g. `…/missing-main`.
+    #[schema(example = "https://pyexec.dev/problems/missing-main")]
+    pub r#type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout_truncated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_truncated: Option<bool>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ScriptFailure {
@@ -244,17 +277,24 @@ impl ApiError {
         }
     }
 
-    pub fn body(&self) -> Value {
+    /// The problem+json body.
+    pub fn body(&self) -> Problem {
         let detail = self.detail();
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("{PROBLEM_BASE}{}", self.kind())),
-        );
-        body.insert("title".into(), json!(self.problem().title()));
-        body.insert("status".into(), json!(self.status().as_u16()));
-        body.insert("detail".into(), json!(detail));
-        body.insert("error".into(), json!(detail));
+        let mut problem = Problem {
+            r#type: format!("{PROBLEM_BASE}{}", self.kind()),
+            title: self.problem().title(),
+            status: self.status().as_u16(),
+            error: detail.clone(),
+            detail,
+            line: None,
+            column: None,
+            exception: None,
+            traceback: None,
+            stdout: None,
+            stderr: None,
+            stdout_truncated: None,
+            stderr_truncated: None,
+        };
         if let ApiError::Script(failure) = self {
             let ScriptFailure {
                 outcome,
@@ -263,25 +303,25 @@ impl ApiError {
             } = failure.as_ref();
             match outcome {
                 Outcome::SyntaxError { line, column, .. } => {
-                    body.insert("line".into(), json!(line));
-                    body.insert("column".into(), json!(column));
+                    problem.line = *line;
+                    problem.column = *column;
                 }
                 Outcome::RuntimeError {
                     exception,
                     traceback,
                     ..
                 } => {
-                    body.insert("exception".into(), json!(exception));
-                    body.insert("traceback".into(), json!(traceback));
+                    problem.exception = Some(exception.clone());
+                    problem.traceback = Some(traceback.clone());
                 }
                 _ => {}
             }
-            body.insert("stdout".into(), json!(stdout.text));
-            body.insert("stderr".into(), json!(stderr.text));
-            body.insert("stdout_truncated".into(), json!(stdout.truncated));
-            body.insert("stderr_truncated".into(), json!(stderr.truncated));
+            problem.stdout = Some(stdout.text.clone());
+            problem.stderr = Some(stderr.text.clone());
+            problem.stdout_truncated = Some(stdout.truncated);
+            problem.stderr_truncated = Some(stderr.truncated);
         }
-        Value::Object(body)
+        problem
     }
 
     fn retry_after(&self) -> Option<u64> {
@@ -308,7 +348,8 @@ impl IntoResponse for ApiError {
         // telemetry (issue 6): the problem type names the request's outcome.
         crate::telemetry::request::set_outcome(self.kind());
         let status = self.status();
-        let mut response = (status, self.body().to_string()).into_response();
+        let body = serde_json::to_string(&self.body()).expect("a problem is plain JSON");
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

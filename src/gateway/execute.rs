@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::authenticate;
@@ -26,16 +28,49 @@ use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
 use tracing::{Instrument, Span};
 
-/// A validated `/execute` request.
-#[derive(Debug)]
+/// The `POST /execute` request body: the one definition of its fields, from
+/// which the OpenAPI schema is derived (`deny_unknown_fields` becomes
+/// `additionalProperties: false`). [`ExecuteRequest::parse`] checks a body
+/// field by field for its own messages, then decodes it with this type.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"script": "def main(n):\n    return {\"double\": 2 * n}", "args": {"n": 21}}))]
 pub struct ExecuteRequest {
+    /// Python source defining a top-level `def main(...)`; at most the
+    /// tenant's `maxScriptBytes` (10 KiB by default), UTF-8, no NUL.
     pub script: String,
+    /// Keyword arguments: `main(**args)`. Keys must be Python identifiers.
+    #[serde(default)]
+    #[schema(value_type = Object)]
     pub args: Map<String, Value>,
+    /// Wall-clock limit for this run, from 1 to the tenant's limit.
+    #[serde(default)]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
+    /// `false` runs the script even when a cached result exists.
+    #[serde(default)]
     pub cache: Option<bool>,
 }
 
 const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache"];
+
+/// The 200 body of `POST /execute`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteResult {
+    /// Exactly the value `main()` returned, as JSON (it travels on its own
+    /// channel: nothing the script prints can forge it).
+    #[schema(value_type = Value)]
+    pub result: Value,
+    /// What the script printed, capped at the tenant's `maxOutputBytes`.
+    pub stdout: String,
+    pub stderr: String,
+    /// Always `nsjail`.
+    #[schema(example = "nsjail")]
+    pub execution_method: &'static str,
+    pub duration_ms: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
 
 impl ExecuteRequest {
     /// The tenant's sandbox policy with this request's timeout, and the job.
@@ -54,11 +89,17 @@ impl ExecuteRequest {
     /// Parses and checks a body against the tenant's limits; every problem
     /// gets its own message.
     pub fn parse(body: &[u8], tenant: &Tenant) -> Result<Self, ApiError> {
-        let invalid = |m: &str| ApiError::InvalidRequest(m.to_string());
         // serde_json stops at 128 levels of nesting, so a hostile body cannot
         // overflow the stack.
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::InvalidRequest(format!("The body is not valid JSON: {e}.")))?;
+        Self::from_value(value, tenant)
+    }
+
+    /// [`ExecuteRequest::parse`] for a body already parsed as JSON (`pyexec
+    /// run` builds one from its flags).
+    pub fn from_value(value: Value, tenant: &Tenant) -> Result<Self, ApiError> {
+        let invalid = |m: &str| ApiError::InvalidRequest(m.to_string());
         let Value::Object(mut fields) = value else {
             return Err(invalid(
                 "The body must be a JSON object such as {\"script\": \"def main(): ...\"}.",
@@ -69,7 +110,9 @@ impl ExecuteRequest {
                 "Unknown field `{unknown}`; the fields are script, args, timeout_ms and cache."
             )));
         }
-        let script = match fields.remove("script") {
+        // Every check reads the fields; the last step decodes them.
+        fields.retain(|_, v| !v.is_null());
+        let script = match fields.get("script") {
             Some(Value::String(s)) => s,
             Some(_) => return Err(invalid("`script` must be a string.")),
             None => return Err(invalid("Missing required field `script`.")),
@@ -87,8 +130,8 @@ impl ExecuteRequest {
         if script.trim().is_empty() {
             return Err(invalid("`script` is empty."));
         }
-        let args = match fields.remove("args") {
-            None | Some(Value::Null) => Map::new(),
+        let args = match fields.get("args") {
+            None => &Map::new(),
             Some(Value::Object(args)) => args,
             Some(_) => {
                 return Err(invalid(
@@ -102,10 +145,10 @@ impl ExecuteRequest {
             )));
         }
         let max_timeout_ms = tenant.sandbox.limits.wall_timeout.as_millis() as u64;
-        let timeout_ms = match fields.remove("timeout_ms") {
-            None | Some(Value::Null) => None,
+        match fields.get("timeout_ms") {
+            None => {}
             Some(Value::Number(n)) => match n.as_u64() {
-                Some(ms) if (1..=max_timeout_ms).contains(&ms) => Some(ms),
+                Some(ms) if (1..=max_timeout_ms).contains(&ms) => {}
                 _ => {
                     return Err(ApiError::InvalidRequest(format!(
                         "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
@@ -114,17 +157,11 @@ impl ExecuteRequest {
             },
             Some(_) => return Err(invalid("`timeout_ms` must be a number of milliseconds.")),
         };
-        let cache = match fields.remove("cache") {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(b),
-            Some(_) => return Err(invalid("`cache` must be true or false.")),
-        };
-        Ok(Self {
-            script,
-            args,
-            timeout_ms,
-            cache,
-        })
+        if fields.get("cache").is_some_and(|c| !c.is_boolean()) {
+            return Err(invalid("`cache` must be true or false."));
+        }
+        serde_json::from_value(Value::Object(fields))
+            .map_err(|e| ApiError::InvalidRequest(format!("The body does not decode: {e}.")))
     }
 }
 
@@ -135,7 +172,7 @@ fn is_identifier(name: &str) -> bool {
 }
 
 #[utoipa::path(post, path = "/execute", tag = "execute",
-    request_body(content = super::openapi::ExecuteBody, content_type = "application/json"),
+    request_body(content = ExecuteRequest, content_type = "application/json"),
     responses(super::openapi::ExecuteResponses), security(("bearer" = [])))]
 pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     // One registry snapshot per request: a reload never changes it mid-way.
@@ -242,7 +279,7 @@ async fn run_request(
         spans::record_cache(&cache_span, &tenant.name, "bypass");
         let body = run_job(state, tenant, &job, &policy).await?;
         telemetry::request::set_outcome("success");
-        return Ok(json_response(Bytes::from(body.to_string()), "BYPASS"));
+        return Ok(json_response(body, "BYPASS"));
     };
     let key = cache::key(tenant, &runtime, &job.script, &job.args);
     let ran_here = AtomicBool::new(false);
@@ -260,7 +297,7 @@ async fn run_request(
                 }
             }
             ran_here.store(true, Ordering::Relaxed);
-            let body = Bytes::from(run_job(state, tenant, &job, &policy).await?.to_string());
+            let body = run_job(state, tenant, &job, &policy).await?;
             if let Some(shared) = &state.shared_cache {
                 // Awaited (within the Redis deadline) so that the next
                 // request, on any replica, finds it.
@@ -283,13 +320,13 @@ async fn run_request(
     Ok(json_response(cached.body.clone(), label))
 }
 
-/// One real run, charged to the tenant's daily quota.
+/// One real run, charged to the tenant's daily quota: its 200 body.
 async fn run_job(
     state: &AppState,
     tenant: &Tenant,
     job: &Job,
     policy: &SandboxPolicy,
-) -> Result<Value, ApiError> {
+) -> Result<Bytes, ApiError> {
     let quota_span = spans::quota(&tenant.name);
     let admitted = state
         .quota
@@ -320,7 +357,10 @@ async fn run_job(
         .quota
         .add_cpu_time(&tenant.name, report.usage.cpu_time)
         .await;
-    success_body(report)
+    let result = success_body(report)?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&result).expect("a result is JSON already"),
+    ))
 }
 
 /// Redis did not answer and the tenant's policy fails closed. Says nothing
@@ -381,17 +421,17 @@ fn json_response(body: Bytes, x_cache: &'static str) -> Response {
 
 /// The 200 body of the API contract, or the problem a failed run becomes.
 /// `pyexec run` prints the same.
-pub fn success_body(report: RunReport) -> Result<Value, ApiError> {
+pub fn success_body(report: RunReport) -> Result<ExecuteResult, ApiError> {
     match report.outcome {
-        Outcome::Success(result) => Ok(json!({
-            "result": result,
-            "stdout": report.stdout.text,
-            "stderr": report.stderr.text,
-            "execution_method": "nsjail",
-            "duration_ms": report.duration.as_millis() as u64,
-            "stdout_truncated": report.stdout.truncated,
-            "stderr_truncated": report.stderr.truncated,
-        })),
+        Outcome::Success(result) => Ok(ExecuteResult {
+            result,
+            stdout: report.stdout.text,
+            stderr: report.stderr.text,
+            execution_method: "nsjail",
+            duration_ms: report.duration.as_millis() as u64,
+            stdout_truncated: report.stdout.truncated,
+            stderr_truncated: report.stderr.truncated,
+        }),
         outcome => Err(ApiError::Script(Box::new(ScriptFailure {
             outcome,
             stdout: report.stdout,
@@ -476,6 +516,7 @@ fn outcome_of<T>(result: &Result<T, ApiError>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(body: &str) -> Result<ExecuteRequest, ApiError> {
         ExecuteRequest::parse(body.as_bytes(), &Tenant::bootstrap())

@@ -33,8 +33,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::JWT_LEEWAY_SECS;
-pub use error::ApiError;
-pub use execute::{ExecuteRequest, success_body};
+pub use error::{ApiError, Problem};
+pub use execute::{ExecuteRequest, ExecuteResult, success_body};
 
 use crate::defaults;
 use crate::sandbox::{Sandbox, SandboxConfig};

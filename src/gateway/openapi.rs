@@ -4,10 +4,10 @@
 //! (`super::api_routes`), so the document cannot list a route the server
 //! does not serve, or miss one it does.
 //!
-//! The handlers build their JSON with `serde_json::json!` (the body is
-//! validated field by field, see `ExecuteRequest::parse`), so the schemas
-//! below describe those bodies; `tests/api/openapi.rs` checks real responses
-//! against them.
+//! The bodies are the serde types the handlers really read and write
+//! (`ExecuteRequest`, `ExecuteResult`, `Problem`, `HealthBody`,
+//! `StatusBody`), each deriving its own schema; `tests/api/openapi.rs` checks
+//! real responses against the document.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -19,7 +19,11 @@ use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Object, RefOr, Required, Type};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use super::error::{Problem, ProblemKind};
+use super::execute::{ExecuteRequest, ExecuteResult};
+use super::health::{HealthBody, StatusBody};
 
 /// The document's fixed parts; `super::openapi()` adds the paths.
 #[derive(OpenApi)]
@@ -30,165 +34,56 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 Errors are RFC 9457 `application/problem+json`.",
         license(name = "Apache-2.0")
     ),
-    components(schemas(ExecuteBody, ExecuteResult, Problem, HealthBody, StatusBody)),
+    components(schemas(ExecuteRequest, ExecuteResult, Problem, HealthBody, StatusBody)),
     modifiers(&BearerAuth),
     tags((name = "execute", description = "Run a script"),
          (name = "operations", description = "Health, probes and this document (metrics are on the operator listener)"))
 )]
 pub struct ApiDoc;
 
-/// The `POST /execute` request body.
-/// `deny_unknown_fields` makes the schema say `additionalProperties: false`,
-/// as the parser refuses unknown fields.
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"script": "def main(n):\n    return {\"double\": 2 * n}", "args": {"n": 21}}))]
-#[allow(dead_code)] // a schema only: the body is parsed by `ExecuteRequest::parse`
-pub struct ExecuteBody {
-    /// Python source defining a top-level `def main(...)`; at most the
-    /// tenant's `maxScriptBytes` (10 KiB by default), UTF-8, no NUL.
-    script: String,
-    /// Keyword arguments: `main(**args)`. Keys must be Python identifiers.
-    #[schema(value_type = Option<Object>)]
-    args: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Wall-clock limit for this run, from 1 to the tenant's limit.
-    #[schema(minimum = 1)]
-    timeout_ms: Option<u64>,
-    /// `false` runs the script even when a cached result exists.
-    cache: Option<bool>,
-}
-
-/// The 200 body of `POST /execute`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ExecuteResult {
-    /// Exactly the value `main()` returned, as JSON (it travels on its own
-    /// channel: nothing the script prints can forge it).
-    #[schema(value_type = Value)]
-    result: serde_json::Value,
-    /// What the script printed, capped at the tenant's `maxOutputBytes`.
-    stdout: String,
-    stderr: String,
-    /// Always `nsjail`.
-    #[schema(example = "nsjail")]
-    execution_method: String,
-    duration_ms: u64,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-}
-
-/// An RFC 9457 problem. `error` repeats `detail` for clients of the
-/// original API. When the script ran, `stdout`/`stderr` are included;
-/// `line`/`column` come with `syntax-error`, `exception`/`traceback` with
-/// `runtime-error`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Problem {
-    /// `https://pyexec.dev/problems/<kind>`, e.g. `…/missing-main`.
-    #[schema(example = "https://pyexec.dev/problems/missing-main")]
-    r#type: String,
-    title: String,
-    status: u16,
-    detail: String,
-    error: String,
-    line: Option<u64>,
-    column: Option<u64>,
-    exception: Option<String>,
-    traceback: Option<String>,
-    stdout: Option<String>,
-    stderr: Option<String>,
-    stdout_truncated: Option<bool>,
-    stderr_truncated: Option<bool>,
-}
-
-/// `GET /health`: the original service's fields plus the sandbox, policy and
-/// cache state.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct HealthBody {
-    /// `healthy` or `unhealthy`.
-    status: String,
-    /// Whether nsjail was found and runs.
-    nsjail: bool,
-    /// The jail's Python version; `unknown` until the self-test has run.
-    python: String,
-    temp_dir: String,
-    /// Whether the jail's `/tmp` took a write; `unknown` until the self-test has run.
-    #[schema(value_type = Value)]
-    temp_writable: serde_json::Value,
-    #[schema(value_type = Value)]
-    cgroup: serde_json::Value,
-    /// Self-test state, problems with their fixes, slots, queue depth.
-    #[schema(value_type = Object)]
-    sandbox: serde_json::Value,
-    /// `last_reload`: `ok`, or `policy reload rejected: <file>: <field>`.
-    #[schema(value_type = Object)]
-    policies: serde_json::Value,
-    /// Whether results are cached here and shared through Redis.
-    #[schema(value_type = Object)]
-    cache: serde_json::Value,
-    /// Whether Redis is configured and answers.
-    #[schema(value_type = Object)]
-    redis: serde_json::Value,
-}
-
-/// `GET /livez` and `GET /readyz`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct StatusBody {
-    /// `alive`, `ready`, `not ready` or `draining`.
-    status: String,
-}
-
-/// Every documented problem of `POST /execute`: (status, problem kinds, when).
-const EXECUTE_PROBLEMS: &[(u16, &str, &str)] = &[
+/// When each status of `POST /execute` is answered; the problem kinds of
+/// each come from [`ProblemKind`], so a new kind is documented with its
+/// status without being listed here.
+const EXECUTE_PROBLEMS: &[(u16, &str)] = &[
     (
         400,
-        "invalid-request",
         "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte.",
     ),
     (
         401,
-        "unauthorized",
         "Missing, malformed, unknown or expired bearer token (`WWW-Authenticate: Bearer`).",
     ),
-    (403, "forbidden", "Valid credential of a disabled tenant."),
-    (
-        408,
-        "request-timeout",
-        "The body did not arrive within the read timeout.",
-    ),
+    (403, "Valid credential of a disabled tenant."),
+    (408, "The body did not arrive within the read timeout."),
     (
         413,
-        "too-large",
         "Body over the server's limit or script over the tenant's `maxScriptBytes`.",
     ),
-    (
-        415,
-        "unsupported-media-type",
-        "Not `Content-Type: application/json`.",
-    ),
+    (415, "Not `Content-Type: application/json`."),
     (
         422,
-        "syntax-error, missing-main, runtime-error, non-json-result, timeout, memory-limit, sandbox-killed",
         "The script ran (or was compiled) and produced no result.",
     ),
     (
         429,
-        "rate-limited, quota-exceeded",
         "The tenant's rate limit or daily quota is used up (`Retry-After`).",
     ),
     (
         503,
-        "unavailable",
         "The sandbox is not ready, or every slot and the queue are busy (`Retry-After`).",
     ),
-    (
-        500,
-        "internal",
-        "A bug of ours; nothing about the host is said.",
-    ),
+    (500, "A bug of ours; nothing about the host is said."),
 ];
+
+/// The problem kinds answered with `status` on `POST /execute` (`not-found`
+/// is the fallback route's).
+fn kinds_of_status(status: u16) -> Vec<&'static str> {
+    ProblemKind::ALL
+        .iter()
+        .filter(|k| k.status().as_u16() == status && **k != ProblemKind::NotFound)
+        .map(|k| k.slug())
+        .collect()
+}
 
 fn string_header(description: &str) -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
@@ -204,9 +99,9 @@ fn integer_header(description: &str) -> utoipa::openapi::header::Header {
         .build()
 }
 
-fn problem_response(status: u16, kinds: &str, when: &str) -> ResponseBuilder {
-    let kinds = kinds
-        .split(", ")
+fn problem_response(status: u16, when: &str) -> ResponseBuilder {
+    let kinds = kinds_of_status(status)
+        .iter()
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -268,8 +163,8 @@ impl IntoResponses for ExecuteResponses {
                 string_header("`HIT` (answered from the result cache, no sandbox started), `MISS` (ran and cached) or `BYPASS` (ran; cache off for the tenant or the request)."),
             );
         responses.insert("200".into(), rate_limit_headers(ok).build().into());
-        for (status, kinds, when) in EXECUTE_PROBLEMS {
-            let mut response = problem_response(*status, kinds, when);
+        for (status, when) in EXECUTE_PROBLEMS {
+            let mut response = problem_response(*status, when);
             // 401 and 403 are answered before the tenant's limits are looked at.
             if !matches!(status, 401 | 403) {
                 response = rate_limit_headers(response);
@@ -284,8 +179,8 @@ impl IntoResponses for ExecuteResponses {
 pub fn documented_problem_kinds() -> Vec<&'static str> {
     EXECUTE_PROBLEMS
         .iter()
-        .flat_map(|(_, kinds, _)| kinds.split(", "))
-        .chain(["not-found"])
+        .flat_map(|(status, _)| kinds_of_status(*status))
+        .chain([ProblemKind::NotFound.slug()])
         .collect()
 }
 

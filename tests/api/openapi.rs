@@ -145,7 +145,7 @@ async fn execute_documents_every_status_of_the_contract_with_problem_json_and_he
         }
     }
     // The parser refuses unknown fields, and the schema says so.
-    let body = &document["components"]["schemas"]["ExecuteBody"];
+    let body = &document["components"]["schemas"]["ExecuteRequest"];
     assert_eq!(body["additionalProperties"], json!(false));
     assert_eq!(body["required"], json!(["script"]));
     let problem = &document["components"]["schemas"]["Problem"];
