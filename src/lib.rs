@@ -17,14 +17,19 @@
 //! | 0 | [`defaults`] | the values several floors share, each once: the script size limit, the warm preload list, the shutdown budget |
 //! | 0 | [`telemetry`] | the ground: tracing subscriber, OTLP exporter, log format, metrics registry, the gateway stages' spans; it knows no type of the floors above (the sandbox records its own spans in `sandbox::trace`) |
 //!
-//! Inside `sandbox/`: `mod.rs` is the [`sandbox::Sandbox`] and its cold path;
-//! `outcome` the run's types and how a run is named; `launch` the nsjail
-//! command; `process` pipes and fds; `preflight` the checks before the first
-//! jail; `privileges` what the binary does with `CAP_SYS_ADMIN` before it
-//! drops it; `warm/` the warm path (the pool in `mod.rs`, `zygote`, `run`,
-//! the typed control `protocol`, `processes`); `cgroup`, `limits`, `slots`,
+//! Inside `sandbox/`: `mod.rs` is the [`sandbox::Sandbox`] (admission, mode,
+//! self-test); `cold` one nsjail per run; `deadline` a run's wall and CPU
+//! limits; `outcome` the run's types and how a run is named; `launch` the
+//! nsjail command; `process` pipes and fds; `preflight` the checks before the
+//! first jail; `privileges` what the binary does with `CAP_SYS_ADMIN` before
+//! it drops it; `seccomp` which rule groups each jail runs under; `warm/` the
+//! warm path (the pool in `mod.rs`, `zygote`, `run`, the typed control
+//! `protocol`, `processes`); `cgroup/` a run's group (`mod.rs`) and the
+//! cgroup views this process sees (`mounts`); `limits`, `slots`,
 //! `jail_files`, `capture`, `background` and `trace` as their first lines
-//! say.
+//! say. Inside `gateway/`: `connection/` is the server loop (`mod.rs`), what a
+//! connection's requests are doing (`activity`) and the bodies it moves
+//! (`body`).
 
 pub mod config;
 pub mod defaults;

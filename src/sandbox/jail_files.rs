@@ -15,6 +15,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::seccomp::{self, Jail};
+
 /// `/etc` files of the jail and their fixed contents.
 const ETC_FILES: &[(&str, &str)] = &[
     (
@@ -28,25 +30,8 @@ const ETC_FILES: &[(&str, &str)] = &[
     ),
 ];
 
+const COLD_POLICY: &str = "seccomp.kafel";
 const ZYGOTE_POLICY: &str = "seccomp-zygote.kafel";
-
-/// The `USE` section of the warm zygote's policy: everything of the cold
-/// policy but the bans on new namespaces and mounts, which the zygote needs to
-/// build each runner and which each runner re-imposes on itself.
-const ZYGOTE_USE: &str =
-    "USE pyexec_kill,\nUSE pyexec_no_kernel_interfaces,\nUSE pyexec_no_sockets\nDEFAULT ALLOW\n";
-
-/// Derives the zygote's policy from the cold one by replacing its `USE`
-/// section (the file keeps it last for this reason).
-fn zygote_policy(cold: &str) -> Result<String, String> {
-    let start = cold
-        .lines()
-        .position(|line| line.starts_with("USE "))
-        .ok_or("seccomp.kafel has no USE section")?;
-    let mut policy: String = cold.lines().take(start).flat_map(|l| [l, "\n"]).collect();
-    policy.push_str(ZYGOTE_USE);
-    Ok(policy)
-}
 
 /// The folder, removed when the sandbox is dropped.
 #[derive(Debug)]
@@ -56,10 +41,20 @@ pub struct JailFiles {
 
 impl JailFiles {
     /// Creates the folder (root-owned, 0755, a fresh random name, so nothing
-    /// can have been planted there before) and its read-only files.
-    pub fn create(harness: &Path) -> Result<Self, String> {
-        let code = fs::read(harness)
+    /// can have been planted there before) and its read-only files, from the
+    /// jail's own files in `nsjail_dir`. Without the harness or the seccomp
+    /// rules nothing may run, so either missing is an error.
+    pub fn create(nsjail_dir: &Path) -> Result<Self, String> {
+        let harness = nsjail_dir.join("harness.py");
+        let code = fs::read(&harness)
             .map_err(|e| format!("cannot read the harness {}: {e}", harness.display()))?;
+        let rules = nsjail_dir.join("seccomp.kafel");
+        let rule_groups = fs::read_to_string(&rules).map_err(|e| {
+            format!(
+                "cannot read the seccomp rules {}: {e}; no jail runs without its filter",
+                rules.display()
+            )
+        })?;
         let parent = std::env::temp_dir();
         remove_stale(&parent);
         let dir = parent.join(format!(
@@ -83,14 +78,18 @@ impl JailFiles {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))
         };
         write("harness.py", &code)?;
-        // The warm path's zygote sits beside the harness, for the same reason,
-        // with the seccomp policy it runs under.
-        if let Ok(zygote) = fs::read(harness.with_file_name("zygote.py")) {
+        // The warm path's zygote sits beside the harness, for the same reason.
+        if let Ok(zygote) = fs::read(nsjail_dir.join("zygote.py")) {
             write("zygote.py", &zygote)?;
         }
-        if let Ok(policy) = fs::read_to_string(harness.with_file_name("seccomp.kafel")) {
-            write(ZYGOTE_POLICY, zygote_policy(&policy)?.as_bytes())?;
-        }
+        write(
+            COLD_POLICY,
+            seccomp::policy(&rule_groups, Jail::Cold).as_bytes(),
+        )?;
+        write(
+            ZYGOTE_POLICY,
+            seccomp::policy(&rule_groups, Jail::Zygote).as_bytes(),
+        )?;
         for (name, contents) in ETC_FILES {
             write(name, contents.as_bytes())?;
         }
@@ -101,9 +100,15 @@ impl JailFiles {
         self.dir.join("harness.py")
     }
 
-    /// The warm zygote's seccomp policy, when the jail has one.
-    pub fn zygote_policy(&self) -> Option<PathBuf> {
-        Some(self.dir.join(ZYGOTE_POLICY)).filter(|p| p.exists())
+    /// The seccomp policy of a cold jail (and of every warm runner, under its
+    /// own filter).
+    pub fn cold_policy(&self) -> PathBuf {
+        self.dir.join(COLD_POLICY)
+    }
+
+    /// The warm zygote's seccomp policy.
+    pub fn zygote_policy(&self) -> PathBuf {
+        self.dir.join(ZYGOTE_POLICY)
     }
 
     /// `(source on the host, path in the jail)` of each `/etc` file.
@@ -142,31 +147,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_zygote_policy_keeps_every_rule_but_the_namespace_and_mount_bans() {
-        let cold = include_str!("../../nsjail/seccomp.kafel");
-        let zygote = zygote_policy(cold).unwrap();
-        assert!(zygote.contains("POLICY pyexec_no_new_namespaces"));
-        let uses: Vec<&str> = zygote.lines().filter(|l| l.starts_with("USE ")).collect();
-        assert_eq!(
-            uses,
-            [
-                "USE pyexec_kill,",
-                "USE pyexec_no_kernel_interfaces,",
-                "USE pyexec_no_sockets"
-            ]
-        );
-        assert!(cold.contains("USE pyexec_no_new_namespaces,"));
-        assert!(zygote.trim_end().ends_with("DEFAULT ALLOW"));
-    }
-
-    #[test]
     fn files_are_copied_read_only_into_a_neutral_folder_and_removed_on_drop() {
-        let harness = std::env::temp_dir().join(format!("harness-{}.py", std::process::id()));
-        fs::write(&harness, "print('harness')").unwrap();
-        let files = JailFiles::create(&harness).unwrap();
+        let nsjail_dir = std::env::temp_dir().join(format!("nsjail-dir-{}", std::process::id()));
+        fs::create_dir_all(&nsjail_dir).unwrap();
+        fs::write(nsjail_dir.join("harness.py"), "print('harness')").unwrap();
+        // Without the seccomp rules there is no jail.
+        let missing = JailFiles::create(&nsjail_dir).unwrap_err();
+        assert!(missing.contains("seccomp"), "{missing}");
+        fs::write(
+            nsjail_dir.join("seccomp.kafel"),
+            "POLICY p { KILL { ptrace } }\n",
+        )
+        .unwrap();
+        let files = JailFiles::create(&nsjail_dir).unwrap();
         let copy = files.harness();
         assert_eq!(fs::read_to_string(&copy).unwrap(), "print('harness')");
         assert!(copy.to_string_lossy().contains("/pyexec-jail-"));
+        for policy in [files.cold_policy(), files.zygote_policy()] {
+            let text = fs::read_to_string(policy).unwrap();
+            assert!(text.starts_with("POLICY p") && text.ends_with("DEFAULT ALLOW\n"));
+        }
         let binds = files.etc_binds();
         assert_eq!(binds[0].1, Path::new("/etc/hosts"));
         assert!(
@@ -177,6 +177,6 @@ mod tests {
         let dir = files.dir.clone();
         drop(files);
         assert!(!dir.exists());
-        fs::remove_file(harness).unwrap();
+        fs::remove_dir_all(nsjail_dir).unwrap();
     }
 }

@@ -13,6 +13,7 @@ mod outcome;
 mod preflight;
 pub mod privileges;
 mod process;
+mod seccomp;
 mod slots;
 mod trace;
 mod warm;
@@ -180,7 +181,7 @@ impl Sandbox {
         };
         let python_root = python_root(&config.python_bin);
         let jail_files = if problems.is_empty() {
-            JailFiles::create(&config.nsjail_dir.join("harness.py"))
+            JailFiles::create(&config.nsjail_dir)
                 .map_err(|e| problems.push(e))
                 .ok()
         } else {
@@ -190,8 +191,8 @@ impl Sandbox {
             nsjail_bin: config.nsjail_bin.clone(),
             base_config: config.nsjail_dir.join("base.cfg"),
             extra_config: None,
-            seccomp_policy: Some(config.nsjail_dir.join("seccomp.kafel")).filter(|p| p.exists()),
-            zygote_seccomp_policy: jail_files.as_ref().and_then(JailFiles::zygote_policy),
+            seccomp_policy: jail_files.as_ref().map(JailFiles::cold_policy),
+            zygote_seccomp_policy: jail_files.as_ref().map(JailFiles::zygote_policy),
             harness: jail_files
                 .as_ref()
                 .map_or_else(|| config.nsjail_dir.join("harness.py"), JailFiles::harness),
