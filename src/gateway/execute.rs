@@ -1,7 +1,7 @@
 //! `POST /execute`: authenticate, rate-limit, validate, then answer from the
 //! cache or run (within the daily quota).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use super::ratelimit_headers;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
 use crate::stores::StoreUnavailable;
 use crate::stores::cache::{self, CachedResult};
-use crate::stores::quota::QuotaError;
+use crate::stores::quota::{QuotaError, QuotaUsage};
 use crate::stores::rate::ceil_secs;
 use crate::telemetry::{self, spans};
 use crate::tenants::Tenant;
@@ -210,6 +210,7 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
         },
         None => None,
     };
+    let charged = OnceLock::new();
     let limited = rate.as_ref().is_some_and(|(_, decision)| !decision.allowed);
     spans::record_outcome(&rate_span, if limited { "rate-limited" } else { "ok" });
     if limited {
@@ -226,15 +227,17 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
             retry_after_secs: ceil_secs(decision.retry_after),
         }
         .into_response(),
-        _ => match run_request(&state, &tenant, &headers, body).await {
+        _ => match run_request(&state, &tenant, &headers, body, &charged).await {
             Ok(response) => response,
             Err(e) => e.into_response(),
         },
     };
-    let quota = if tenant.quota.executions_per_day.is_some() {
-        Some(state.quota.usage(&tenant.name).await)
-    } else {
-        None
+    // The usage this request's own run was admitted with; asked for only
+    // when it did not run (a cache hit, a refusal).
+    let quota = match (tenant.quota.executions_per_day, charged.into_inner()) {
+        (None, _) => None,
+        (Some(_), Some(usage)) => Some(usage),
+        (Some(_), None) => Some(state.quota.usage(&tenant.name).await),
     };
     response.headers_mut().extend(ratelimit_headers::headers(
         rate.as_ref().map(|(policy, decision)| (*policy, decision)),
@@ -249,6 +252,7 @@ async fn run_request(
     tenant: &Arc<Tenant>,
     headers: &HeaderMap,
     body: Body,
+    charged: &OnceLock<QuotaUsage>,
 ) -> Result<Response, ApiError> {
     let validate = spans::validate();
     let request = async {
@@ -269,7 +273,7 @@ async fn run_request(
     let (policy, job) = request.into_run(tenant);
     // The runtime version is part of the key: a Python upgrade must not
     // serve results computed by the old one.
-    let runtime = state.sandbox.status().python;
+    let runtime = state.sandbox.python_version();
     let cacheable = tenant.cache.enabled
         && !cache_opt_out
         && !no_cache_requested(headers)
@@ -277,7 +281,7 @@ async fn run_request(
     let cache_span = spans::cache_lookup(&tenant.name);
     let (Some(cache), Some(runtime), true) = (state.cache.inner(), runtime, cacheable) else {
         spans::record_cache(&cache_span, &tenant.name, "bypass");
-        let body = run_job(state, tenant, &job, &policy).await?;
+        let body = run_job(state, tenant, &job, &policy, charged).await?;
         telemetry::request::set_outcome("success");
         return Ok(json_response(body, "BYPASS"));
     };
@@ -297,7 +301,7 @@ async fn run_request(
                 }
             }
             ran_here.store(true, Ordering::Relaxed);
-            let body = run_job(state, tenant, &job, &policy).await?;
+            let body = run_job(state, tenant, &job, &policy, charged).await?;
             if let Some(shared) = &state.shared_cache {
                 // Awaited (within the Redis deadline) so that the next
                 // request, on any replica, finds it.
@@ -320,12 +324,15 @@ async fn run_request(
     Ok(json_response(cached.body.clone(), label))
 }
 
-/// One real run, charged to the tenant's daily quota: its 200 body.
+/// One real run, charged to the tenant's daily quota: its 200 body. The
+/// usage the run was admitted with goes to `charged`, for the response's
+/// `RateLimit` headers.
 async fn run_job(
     state: &AppState,
     tenant: &Tenant,
     job: &Job,
     policy: &SandboxPolicy,
+    charged: &OnceLock<QuotaUsage>,
 ) -> Result<Bytes, ApiError> {
     let quota_span = spans::quota(&tenant.name);
     let admitted = state
@@ -344,15 +351,20 @@ async fn run_job(
             QuotaError::Unavailable(StoreUnavailable) => shared_store_unavailable(),
         });
     spans::record_outcome(&quota_span, outcome_of(&admitted));
-    admitted?;
+    let usage = admitted?;
     let report = match state.sandbox.execute(job, policy).await {
         Ok(report) => report,
         Err(e) => {
             // Nothing ran: the execution is not charged.
             state.quota.cancel_execution(&tenant.name).await;
+            let _ = charged.set(QuotaUsage {
+                executions: usage.executions.saturating_sub(1),
+                ..usage
+            });
             return Err(sandbox_error(e));
         }
     };
+    let _ = charged.set(usage);
     state
         .quota
         .add_cpu_time(&tenant.name, report.usage.cpu_time)

@@ -250,6 +250,13 @@ impl Sandbox {
         status
     }
 
+    /// The jail's Python version, once the self-test has found it: part of
+    /// every cache key. Cheaper than [`Sandbox::status`], which copies
+    /// everything and asks the warm pool too.
+    pub fn python_version(&self) -> Option<String> {
+        self.status.read().python.clone()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.status.read().self_test == SelfTest::Passed
     }
@@ -355,9 +362,12 @@ impl Sandbox {
         trace::record_queue(&queue, &permit);
         let permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
-        let mode = self.effective_mode(policy).label();
-        let run = trace::sandbox_run(&job.script, mode);
-        let finished = self.run_once(job, policy).instrument(run.span()).await;
+        let mode = self.effective_mode(policy);
+        let run = trace::sandbox_run(&job.script, mode.label());
+        let finished = self
+            .run_in_mode(job, &policy.limits, policy.nsjail_config.clone(), mode)
+            .instrument(run.span())
+            .await;
         let report = finished.map(|(report, teardown)| {
             // The answer does not wait for the teardown (a runner's address
             // space takes milliseconds to free). The slot is handed on once
@@ -459,16 +469,6 @@ impl Sandbox {
         }
     }
 
-    async fn run_once(
-        &self,
-        job: &Job,
-        policy: &SandboxPolicy,
-    ) -> Result<(RunReport, Teardown), SandboxError> {
-        let mode = self.effective_mode(policy);
-        self.run_in_mode(job, &policy.limits, policy.nsjail_config.clone(), mode)
-            .await
-    }
-
     async fn run_in_mode(
         &self,
         job: &Job,
@@ -490,9 +490,19 @@ impl Sandbox {
         let (raw, teardown) = match warm {
             Some(warm) => warm.run(job, limits, &paths, &self.jail_env).await?,
             None => {
-                let run_cgroup = cgroups.create_run(limits, true).map_err(|e| {
-                    SandboxError::LaunchFailed(format!("cannot create the run's cgroup: {e}"))
-                })?;
+                // cgroupfs writes wait on kernel locks: off the async worker,
+                // on tokio's blocking pool (this request waits for it; the
+                // background threads are for work nobody waits for).
+                let (cgroups, run_limits) = (cgroups.clone(), limits.clone());
+                let run_cgroup =
+                    tokio::task::spawn_blocking(move || cgroups.create_run(&run_limits, true))
+                        .await
+                        .map_err(|e| SandboxError::LaunchFailed(format!("cgroup task: {e}")))?
+                        .map_err(|e| {
+                            SandboxError::LaunchFailed(format!(
+                                "cannot create the run's cgroup: {e}"
+                            ))
+                        })?;
                 let raw = self.run_cold(job, limits, &paths, &run_cgroup).await;
                 (raw, Teardown::new(run_cgroup, None))
             }
@@ -507,9 +517,9 @@ impl Sandbox {
                 return Err(e);
             }
         };
-        let outcome = conclude(&raw, limits);
-        let mut report = RunReport {
-            outcome: Outcome::Success(Value::Null),
+        let outcome = classify(conclude(&raw, limits), &usage, raw.signal, limits);
+        let report = RunReport {
+            outcome,
             stdout: Output::new(raw.stdout, limits.output_bytes),
             stderr: Output::new(raw.stderr, limits.output_bytes),
             duration: raw.duration,
@@ -521,7 +531,6 @@ impl Sandbox {
                 SandboxMode::Cold
             },
         };
-        report.outcome = classify(outcome, &report, limits);
         Ok((report, teardown))
     }
 }

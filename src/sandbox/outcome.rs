@@ -185,17 +185,22 @@ pub(super) fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
 }
 
 /// A kill is named for the limit the kernel says was reached.
-pub(super) fn classify(outcome: Outcome, report: &RunReport, limits: &Limits) -> Outcome {
+pub(super) fn classify(
+    outcome: Outcome,
+    usage: &RunUsage,
+    signal: Option<i32>,
+    limits: &Limits,
+) -> Outcome {
     match outcome {
-        Outcome::Killed { .. } if report.usage.oom_kills > 0 => Outcome::MemoryLimit {
+        Outcome::Killed { .. } if usage.oom_kills > 0 => Outcome::MemoryLimit {
             detail: format!(
                 "the script used more than its memory limit of {} MiB",
                 limits.memory_bytes / MIB
             ),
         },
         Outcome::Killed { .. }
-            if report.usage.cpu_time >= Duration::from_secs(limits.cpu_seconds)
-                || report.signal == Some(libc::SIGXCPU) =>
+            if usage.cpu_time >= Duration::from_secs(limits.cpu_seconds)
+                || signal == Some(libc::SIGXCPU) =>
         {
             cpu_limit_reached(limits)
         }
