@@ -1,8 +1,8 @@
 //! `POST /execute`: authenticate, rate-limit, validate, then answer from the
 //! cache or run (within the daily quota).
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;

@@ -91,24 +91,6 @@ async fn seed_curl_examples_with_pandas_and_numpy_work() {
 }
 
 #[tokio::test]
-async fn execute_returns_422_when_main_is_missing() {
-    let r = server()
-        .run("def calculate():\n    return {\"result\": 42}")
-        .await;
-    r.assert_problem(422, "missing-main");
-    assert!(r.body["error"].as_str().unwrap().contains("main()"));
-}
-
-#[tokio::test]
-async fn execute_returns_422_when_main_returns_a_dataframe() {
-    let r = server()
-        .run("def main():\n    import pandas as pd\n    return pd.DataFrame({'A': [1, 2, 3]})  # DataFrame not JSON-serializable")
-        .await;
-    r.assert_problem(422, "non-json-result");
-    assert!(r.body["detail"].as_str().unwrap().contains("DataFrame"));
-}
-
-#[tokio::test]
 async fn execute_returns_413_for_a_script_over_10_kib() {
     let script = format!("def main():\n    return 1\n# {}\n", "x".repeat(10 * 1024));
     server().run(&script).await.assert_problem(413, "too-large");
@@ -173,75 +155,157 @@ async fn any_json_value_can_be_the_result() {
 
 // ---- every 422 of the status table -------------------------------------------
 
-#[tokio::test]
-async fn execute_returns_422_with_line_and_column_for_a_syntax_error() {
-    let r = server().run("def main():\n    return (1,\n").await;
-    r.assert_problem(422, "syntax-error");
-    assert_eq!(r.body["line"], 2);
-    assert!(r.body["column"].as_u64().is_some());
+/// What a problem's field must say.
+enum Says {
+    Is(serde_json::Value),
+    Contains(&'static str),
+    Lacks(&'static str),
+    Number,
 }
 
-#[tokio::test]
-async fn execute_returns_422_with_the_scripts_own_traceback_for_a_runtime_error() {
-    let r = server()
-        .run("def helper():\n    raise ValueError('bad value')\n\ndef main():\n    print('before')\n    helper()\n")
-        .await;
-    r.assert_problem(422, "runtime-error");
-    assert_eq!(r.body["exception"], "ValueError");
-    assert_eq!(r.body["stdout"], "before\n");
-    let traceback = r.body["traceback"].as_str().unwrap();
-    assert!(traceback.contains("line 6, in main"), "{traceback}");
-    assert!(traceback.contains("line 2, in helper"), "{traceback}");
-    assert!(!traceback.contains("harness"), "{traceback}");
-    assert!(!traceback.contains("/opt/"), "{traceback}");
-}
+/// (the case, the request body, its problem kind, what the problem says)
+type FailedRun = (
+    &'static str,
+    serde_json::Value,
+    &'static str,
+    Vec<(&'static str, Says)>,
+);
 
+/// Each way a script can fail, with the problem it must get: the seed's
+/// examples (no `main`, a DataFrame returned) and every other 422 kind. The
+/// runs go concurrently; each case is named in a failure.
 #[tokio::test]
-async fn execute_returns_422_for_nan_and_other_non_json_values() {
-    for script in [
-        "def main():\n    return float('nan')",
-        "def main():\n    return {'x': float('inf')}",
-        "def main():\n    return {1, 2}",
-        "def main():\n    return b'bytes'",
-        "def main():\n    import numpy as np\n    return np.array([1, 2])",
-        "def main():\n    a = []\n    a.append(a)\n    return a",
-    ] {
-        server()
-            .run(script)
-            .await
-            .assert_problem(422, "non-json-result");
+async fn every_failed_run_gets_its_422_problem_and_says_why() {
+    let script = |s: &str| json!({ "script": s });
+    let cases: Vec<FailedRun> = vec![
+        (
+            "no main",
+            script("def calculate():\n    return {\"result\": 42}"),
+            "missing-main",
+            vec![("error", Says::Contains("main()"))],
+        ),
+        (
+            "a DataFrame returned",
+            script(
+                "def main():\n    import pandas as pd\n    return pd.DataFrame({'A': [1, 2, 3]})",
+            ),
+            "non-json-result",
+            vec![("detail", Says::Contains("DataFrame"))],
+        ),
+        (
+            "NaN",
+            script("def main():\n    return float('nan')"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "infinity",
+            script("def main():\n    return {'x': float('inf')}"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "a set",
+            script("def main():\n    return {1, 2}"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "bytes",
+            script("def main():\n    return b'bytes'"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "a numpy array",
+            script("def main():\n    import numpy as np\n    return np.array([1, 2])"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "a cycle",
+            script("def main():\n    a = []\n    a.append(a)\n    return a"),
+            "non-json-result",
+            vec![],
+        ),
+        (
+            "a syntax error",
+            script("def main():\n    return (1,\n"),
+            "syntax-error",
+            vec![("line", Says::Is(json!(2))), ("column", Says::Number)],
+        ),
+        (
+            "an exception",
+            script(
+                "def helper():\n    raise ValueError('bad value')\n\ndef main():\n    print('before')\n    helper()\n",
+            ),
+            "runtime-error",
+            vec![
+                ("exception", Says::Is(json!("ValueError"))),
+                ("stdout", Says::Is(json!("before\n"))),
+                // The script's own frames, none of the harness's or the host's.
+                ("traceback", Says::Contains("line 6, in main")),
+                ("traceback", Says::Contains("line 2, in helper")),
+                ("traceback", Says::Lacks("harness")),
+                ("traceback", Says::Lacks("/opt/")),
+            ],
+        ),
+        (
+            "the wall limit",
+            json!({"script": "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(60)", "timeout_ms": 1000}),
+            "timeout",
+            vec![("stdout", Says::Is(json!("started\n")))],
+        ),
+        (
+            "growing memory",
+            script(
+                "def main():\n    chunks = []\n    while True:\n        chunks.append(bytearray(10 * 1024 * 1024))",
+            ),
+            "memory-limit",
+            vec![],
+        ),
+        (
+            "an exit without a result",
+            script("import os\ndef main():\n    os._exit(3)"),
+            "sandbox-killed",
+            vec![("detail", Says::Contains("status 3"))],
+        ),
+        (
+            "a segfault",
+            script("import ctypes\ndef main():\n    return ctypes.string_at(0)"),
+            "sandbox-killed",
+            vec![("detail", Says::Contains("SIGSEGV"))],
+        ),
+    ];
+    let answers = futures_util::future::join_all(
+        cases
+            .iter()
+            .map(|(_, body, ..)| server().execute(body.clone())),
+    )
+    .await;
+    for ((case, _, kind, says), r) in cases.iter().zip(answers) {
+        assert_eq!(
+            (
+                r.status,
+                r.body["type"].as_str().unwrap_or("").rsplit('/').next()
+            ),
+            (422, Some(*kind)),
+            "{case}: {}",
+            r.body
+        );
+        r.assert_problem(422, kind);
+        for (field, expected) in says {
+            let value = &r.body[*field];
+            let text = value.as_str().unwrap_or("");
+            let holds = match expected {
+                Says::Is(v) => value == v,
+                Says::Contains(part) => text.contains(part),
+                Says::Lacks(part) => value.is_string() && !text.contains(part),
+                Says::Number => value.as_u64().is_some(),
+            };
+            assert!(holds, "{case}: `{field}` is {value}");
+        }
     }
-}
-
-#[tokio::test]
-async fn execute_returns_422_timeout_when_the_wall_limit_is_reached() {
-    let r = server()
-        .execute(json!({"script": "import time\ndef main():\n    print('started', flush=True)\n    time.sleep(60)", "timeout_ms": 1000}))
-        .await;
-    r.assert_problem(422, "timeout");
-    assert_eq!(r.body["stdout"], "started\n");
-}
-
-#[tokio::test]
-async fn execute_returns_422_memory_limit_when_allocation_grows() {
-    let r = server()
-        .run("def main():\n    chunks = []\n    while True:\n        chunks.append(bytearray(10 * 1024 * 1024))")
-        .await;
-    r.assert_problem(422, "memory-limit");
-}
-
-#[tokio::test]
-async fn execute_returns_422_sandbox_killed_when_the_script_exits_without_a_result() {
-    let r = server()
-        .run("import os\ndef main():\n    os._exit(3)")
-        .await;
-    r.assert_problem(422, "sandbox-killed");
-    assert!(r.body["detail"].as_str().unwrap().contains("status 3"));
-    let r = server()
-        .run("import ctypes\ndef main():\n    return ctypes.string_at(0)")
-        .await;
-    r.assert_problem(422, "sandbox-killed");
-    assert!(r.body["detail"].as_str().unwrap().contains("SIGSEGV"));
 }
 
 // ---- 400, 401, 413, 415 ---------------------------------------------------

@@ -8,7 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{PolicyDir, RedisServer, TestServer, redis_server_config, tenant_yaml};
+use crate::common::{
+    PolicyDir, RedisServer, SpawnOptions, SpawnedServer, TestServer, redis_server_config,
+    tenant_yaml,
+};
 use pyexec::stores::quota::{QuotaError, QuotaStore};
 use pyexec::stores::rate::{InMemoryRateStore, RateStore};
 use pyexec::stores::redis::{RedisBackend, RedisQuotaStore, RedisRateStore};
@@ -416,56 +419,28 @@ async fn serve_logs_redis_outages_without_the_password() {
     let password = "never-log-this-redis-password";
     let mut redis = RedisServer::start_with_password(password);
     let dir = alpha_policies("  rateLimit: {requestsPerSecond: 100, burst: 100}\n");
-    let sandbox = crate::common::sandbox_config();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pyexec"))
-        .args(["--log-format=json", "serve", "--listen", "127.0.0.1:0"])
-        .arg("--policies")
-        .arg(dir.path())
-        .arg("--nsjail")
-        .arg(&sandbox.nsjail_bin)
-        .arg("--python")
-        .arg(&sandbox.python_bin)
-        .arg("--nsjail-dir")
-        .arg(&sandbox.nsjail_dir)
-        .env("PYEXEC_REDIS_URL", redis.url())
-        .env("PYEXEC_API_KEY", crate::common::API_KEY)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Every log line, as it comes.
-    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
+    let url = redis.url();
+    let mut server = SpawnedServer::start_with(SpawnOptions {
+        envs: &[("PYEXEC_REDIS_URL", url.as_str())],
+        policies: Some(dir.path()),
+        ..SpawnOptions::default()
+    });
     let logged = |needle: &'static str| {
-        let lines = lines.clone();
+        let server = &server;
         move || {
-            let lines = lines.lock().unwrap();
-            let found = lines.iter().find(|l| l.contains(needle)).cloned();
+            let found = server
+                .log_lines()
+                .into_iter()
+                .chain(server.stderr_lines())
+                .find(|l| l.contains(needle));
             async move { found }
         }
     };
-    let listening: Value =
-        serde_json::from_str(&eventually("serve listens", logged("pyexec listening")).await)
-            .unwrap();
-    let base = format!("http://{}", listening["addr"].as_str().unwrap());
-    let client = reqwest::Client::new();
+    let client = server.api.client.clone();
+    let url = server.api.url("/execute");
     let execute = || {
         client
-            .post(format!("{base}/execute"))
+            .post(&url)
             .bearer_auth(ALPHA_KEY)
             .json(&json!({"script": 1}))
             .send()
@@ -479,10 +454,13 @@ async fn serve_logs_redis_outages_without_the_password() {
     redis.restart();
     eventually("the recovery is logged", logged("Redis is back")).await;
 
-    // SAFETY: kill(2) on the server this test started and has not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
-    let lines = lines.lock().unwrap();
+    server.sigterm();
+    server.wait_exit();
+    let lines: Vec<String> = server
+        .log_lines()
+        .into_iter()
+        .chain(server.stderr_lines())
+        .collect();
     let warning = lines
         .iter()
         .find(|l| l.contains("Redis unavailable"))

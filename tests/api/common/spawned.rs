@@ -28,6 +28,8 @@ pub struct SpawnOptions<'a> {
     /// Leave `PYEXEC_API_KEY` unset, so the server generates and prints its
     /// bootstrap key as `scripts/run.sh` shows it.
     pub generate_key: bool,
+    /// `--policies`: the tenants it serves besides the built-in one.
+    pub policies: Option<&'a Path>,
 }
 
 impl SpawnedServer {
@@ -63,6 +65,9 @@ impl SpawnedServer {
         }
         if let Some(dir) = options.cwd {
             command.current_dir(dir);
+        }
+        if let Some(dir) = options.policies {
+            command.arg("--policies").arg(dir);
         }
         for (name, _) in std::env::vars() {
             if name.starts_with("OTEL_") || name == "GOOGLE_CLOUD_PROJECT" || name == "PYEXEC_LOG" {
