@@ -5,16 +5,47 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 
+use super::AppState;
 use super::error::ApiError;
+use crate::telemetry::{self, spans};
 use crate::tenants::{Tenant, TenantRegistry};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const JWT_LEEWAY_SECS: u64 = 30;
+
+/// The enabled tenant a request's bearer token names. As an extractor it
+/// runs before the handler reads the body; its rejection is the request's
+/// 401 or 403. The tenant is named in the request's telemetry from here on.
+pub struct Authenticated(pub Arc<Tenant>);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // One registry snapshot per request: a reload never changes it mid-way.
+        let registry = state.policies.registry();
+        let span = spans::authenticate();
+        let tenant = span.in_scope(|| authenticate(&registry, &parts.headers));
+        spans::record_outcome(&span, tenant.as_ref().map_or_else(|e| e.kind(), |_| "ok"));
+        let tenant = tenant?;
+        telemetry::request::set_tenant(&tenant.name);
+        span.record("tenant", tenant.name.as_str());
+        if tenant.disabled {
+            return Err(ApiError::Forbidden(format!(
+                "The tenant `{}` is disabled by its policy.",
+                tenant.name
+            )));
+        }
+        Ok(Self(tenant))
+    }
+}
 
 pub fn authenticate(
     registry: &TenantRegistry,

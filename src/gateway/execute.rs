@@ -16,16 +16,16 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::authenticate;
+use super::auth::Authenticated;
 use super::error::{ApiError, ScriptFailure};
 use super::ratelimit_headers;
 use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
 use crate::stores::StoreUnavailable;
 use crate::stores::cache::{self, CachedResult};
 use crate::stores::quota::{QuotaError, QuotaUsage};
-use crate::stores::rate::ceil_secs;
+use crate::stores::rate::{RateDecision, ceil_secs};
 use crate::telemetry::{self, spans};
-use crate::tenants::Tenant;
+use crate::tenants::{RateLimitPolicy, Tenant};
 use tracing::{Instrument, Span};
 
 /// The `POST /execute` request body: the one definition of its fields, from
@@ -174,63 +174,25 @@ fn is_identifier(name: &str) -> bool {
 #[utoipa::path(post, path = "/execute", tag = "execute",
     request_body(content = ExecuteRequest, content_type = "application/json"),
     responses(super::openapi::ExecuteResponses), security(("bearer" = [])))]
-pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    // One registry snapshot per request: a reload never changes it mid-way.
-    let registry = state.policies.registry();
-    let tenant = match stage(spans::authenticate(), || {
-        let tenant = authenticate(&registry, &headers)?;
-        telemetry::request::set_tenant(&tenant.name);
-        Span::current().record("tenant", tenant.name.as_str());
-        Ok(tenant)
-    }) {
-        Ok(tenant) => tenant,
+pub async fn execute(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Rate first (before the body is read): a flood costs as little as possible.
+    let rate = match check_rate(&state, &tenant).await {
+        Ok(rate) => rate,
         Err(e) => return e.into_response(),
     };
-    if tenant.disabled {
-        return ApiError::Forbidden(format!(
-            "The tenant `{}` is disabled by its policy.",
-            tenant.name
-        ))
-        .into_response();
-    }
-    // Rate first (before the body is read): a flood costs as little as possible.
-    let rate_span = spans::rate_limit(&tenant.name);
-    let rate = match &tenant.rate_limit {
-        Some(policy) => match state
-            .rate
-            .check(&tenant.name, policy)
-            .instrument(rate_span.clone())
-            .await
-        {
-            Ok(decision) => Some((policy, decision)),
-            Err(StoreUnavailable) => {
-                spans::record_outcome(&rate_span, "unavailable");
-                return shared_store_unavailable().into_response();
-            }
-        },
-        None => None,
-    };
     let charged = OnceLock::new();
-    let limited = rate.as_ref().is_some_and(|(_, decision)| !decision.allowed);
-    spans::record_outcome(&rate_span, if limited { "rate-limited" } else { "ok" });
-    if limited {
-        telemetry::metrics().rate_limited(&tenant.name);
-    }
-    let mut response = match rate {
-        Some((policy, decision)) if !decision.allowed => ApiError::RateLimited {
-            detail: format!(
-                "The tenant's rate limit of {} requests per second (burst {}) is reached; retry after {} s.",
-                policy.requests_per_second,
-                policy.burst,
-                ceil_secs(decision.retry_after).max(1)
-            ),
-            retry_after_secs: ceil_secs(decision.retry_after),
+    let mut response = match &rate {
+        Some((policy, decision)) if !decision.allowed => {
+            rate_limited(policy, decision).into_response()
         }
-        .into_response(),
-        _ => match run_request(&state, &tenant, &headers, body, &charged).await {
-            Ok(response) => response,
-            Err(e) => e.into_response(),
-        },
+        _ => run_request(&state, &tenant, &headers, body, &charged)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
     };
     // The usage this request's own run was admitted with; asked for only
     // when it did not run (a cache hit, a refusal).
@@ -244,6 +206,56 @@ pub async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Bo
         quota.map(|usage| (&tenant.quota, usage.executions, usage.resets_in)),
     ));
     response
+}
+
+/// The tenant's rate limit decision for this request, if it has a limit.
+async fn check_rate<'t>(
+    state: &AppState,
+    tenant: &'t Tenant,
+) -> Result<Option<(&'t RateLimitPolicy, RateDecision)>, ApiError> {
+    // The stage's span is there for every request, limited or not, so a
+    // trace always shows the same steps.
+    let span = spans::rate_limit(&tenant.name);
+    let Some(policy) = &tenant.rate_limit else {
+        spans::record_outcome(&span, "ok");
+        return Ok(None);
+    };
+    let decision = match state
+        .rate
+        .check(&tenant.name, policy)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(decision) => decision,
+        Err(StoreUnavailable) => {
+            spans::record_outcome(&span, "unavailable");
+            return Err(shared_store_unavailable());
+        }
+    };
+    spans::record_outcome(
+        &span,
+        if decision.allowed {
+            "ok"
+        } else {
+            "rate-limited"
+        },
+    );
+    if !decision.allowed {
+        telemetry::metrics().rate_limited(&tenant.name);
+    }
+    Ok(Some((policy, decision)))
+}
+
+fn rate_limited(policy: &RateLimitPolicy, decision: &RateDecision) -> ApiError {
+    ApiError::RateLimited {
+        detail: format!(
+            "The tenant's rate limit of {} requests per second (burst {}) is reached; retry after {} s.",
+            policy.requests_per_second,
+            policy.burst,
+            ceil_secs(decision.retry_after).max(1)
+        ),
+        retry_after_secs: ceil_secs(decision.retry_after),
+    }
 }
 
 /// Validates the body, then answers from the cache or runs the script.
@@ -512,12 +524,6 @@ async fn read_body(
 }
 
 /// Runs a synchronous stage inside its span and records how it ended.
-fn stage<T>(span: Span, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
-    let result = span.in_scope(f);
-    spans::record_outcome(&span, outcome_of(&result));
-    result
-}
-
 fn outcome_of<T>(result: &Result<T, ApiError>) -> &'static str {
     match result {
         Ok(_) => "ok",
