@@ -27,8 +27,11 @@
 //! `protocol`, `processes`); `cgroup/` a run's group (`mod.rs`) and the
 //! cgroup views this process sees (`mounts`); `limits`, `slots`,
 //! `jail_files`, `capture`, `background` and `trace` as their first lines
-//! say. Inside `gateway/`: `connection/` is the server loop (`mod.rs`), what a
-//! connection's requests are doing (`activity`) and the bodies it moves
+//! say. Inside `gateway/`: `execute` is the `/execute` handler as a list of
+//! steps (authentication is the `auth::Authenticated` extractor); `bodies`
+//! the request and response types, which also derive the OpenAPI schemas;
+//! `error` the problem kinds; `connection/` the server loop (`mod.rs`), what
+//! a connection's requests are doing (`activity`) and the bodies it moves
 //! (`body`).
 
 pub mod config;

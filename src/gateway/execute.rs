@@ -11,165 +11,20 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use tracing::{Instrument, Span};
 
 use super::AppState;
 use super::auth::Authenticated;
-use super::error::{ApiError, ScriptFailure};
+use super::bodies::{ExecuteRequest, success_body};
+use super::error::ApiError;
 use super::ratelimit_headers;
-use crate::sandbox::{Job, Outcome, RunReport, SandboxError, SandboxPolicy};
+use crate::sandbox::{Job, SandboxError, SandboxPolicy};
 use crate::stores::StoreUnavailable;
 use crate::stores::cache::{self, CachedResult};
 use crate::stores::quota::{QuotaError, QuotaUsage};
 use crate::stores::rate::{RateDecision, ceil_secs};
 use crate::telemetry::{self, spans};
 use crate::tenants::{RateLimitPolicy, Tenant};
-use tracing::{Instrument, Span};
-
-/// The `POST /execute` request body: the one definition of its fields, from
-/// which the OpenAPI schema is derived (`deny_unknown_fields` becomes
-/// `additionalProperties: false`). [`ExecuteRequest::parse`] checks a body
-/// field by field for its own messages, then decodes it with this type.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"script": "def main(n):\n    return {\"double\": 2 * n}", "args": {"n": 21}}))]
-pub struct ExecuteRequest {
-    /// Python source defining a top-level `def main(...)`; at most the
-    /// tenant's `maxScriptBytes` (10 KiB by default), UTF-8, no NUL.
-    pub script: String,
-    /// Keyword arguments: `main(**args)`. Keys must be Python identifiers.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub args: Map<String, Value>,
-    /// Wall-clock limit for this run, from 1 to the tenant's limit.
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    pub timeout_ms: Option<u64>,
-    /// `false` runs the script even when a cached result exists.
-    #[serde(default)]
-    pub cache: Option<bool>,
-}
-
-const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache"];
-
-/// The 200 body of `POST /execute`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExecuteResult {
-    /// Exactly the value `main()` returned, as JSON (it travels on its own
-    /// channel: nothing the script prints can forge it).
-    #[schema(value_type = Value)]
-    pub result: Value,
-    /// What the script printed, capped at the tenant's `maxOutputBytes`.
-    pub stdout: String,
-    pub stderr: String,
-    /// Always `nsjail`.
-    #[schema(example = "nsjail")]
-    pub execution_method: &'static str,
-    pub duration_ms: u64,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-}
-
-impl ExecuteRequest {
-    /// The tenant's sandbox policy with this request's timeout, and the job.
-    pub fn into_run(self, tenant: &Tenant) -> (SandboxPolicy, Job) {
-        let mut policy = tenant.sandbox.clone();
-        if let Some(ms) = self.timeout_ms {
-            policy.limits.wall_timeout = Duration::from_millis(ms);
-        }
-        let job = Job {
-            script: self.script,
-            args: self.args,
-        };
-        (policy, job)
-    }
-
-    /// Parses and checks a body against the tenant's limits; every problem
-    /// gets its own message.
-    pub fn parse(body: &[u8], tenant: &Tenant) -> Result<Self, ApiError> {
-        // serde_json stops at 128 levels of nesting, so a hostile body cannot
-        // overflow the stack.
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::InvalidRequest(format!("The body is not valid JSON: {e}.")))?;
-        Self::from_value(value, tenant)
-    }
-
-    /// [`ExecuteRequest::parse`] for a body already parsed as JSON (`pyexec
-    /// run` builds one from its flags).
-    pub fn from_value(value: Value, tenant: &Tenant) -> Result<Self, ApiError> {
-        let invalid = |m: &str| ApiError::InvalidRequest(m.to_string());
-        let Value::Object(mut fields) = value else {
-            return Err(invalid(
-                "The body must be a JSON object such as {\"script\": \"def main(): ...\"}.",
-            ));
-        };
-        if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(ApiError::InvalidRequest(format!(
-                "Unknown field `{unknown}`; the fields are script, args, timeout_ms and cache."
-            )));
-        }
-        // Every check reads the fields; the last step decodes them.
-        fields.retain(|_, v| !v.is_null());
-        let script = match fields.get("script") {
-            Some(Value::String(s)) => s,
-            Some(_) => return Err(invalid("`script` must be a string.")),
-            None => return Err(invalid("Missing required field `script`.")),
-        };
-        if script.len() > tenant.max_script_bytes {
-            return Err(ApiError::TooLarge(format!(
-                "The script is {} bytes; the limit is {} bytes.",
-                script.len(),
-                tenant.max_script_bytes
-            )));
-        }
-        if script.contains('\0') {
-            return Err(invalid("`script` must not contain NUL characters."));
-        }
-        if script.trim().is_empty() {
-            return Err(invalid("`script` is empty."));
-        }
-        let args = match fields.get("args") {
-            None => &Map::new(),
-            Some(Value::Object(args)) => args,
-            Some(_) => {
-                return Err(invalid(
-                    "`args` must be a JSON object; it is passed as main(**args).",
-                ));
-            }
-        };
-        if let Some(bad) = args.keys().find(|k| !is_identifier(k)) {
-            return Err(ApiError::InvalidRequest(format!(
-                "`args` key `{bad}` is not a Python identifier."
-            )));
-        }
-        let max_timeout_ms = tenant.sandbox.limits.wall_timeout.as_millis() as u64;
-        match fields.get("timeout_ms") {
-            None => {}
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(ms) if (1..=max_timeout_ms).contains(&ms) => {}
-                _ => {
-                    return Err(ApiError::InvalidRequest(format!(
-                        "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
-                    )));
-                }
-            },
-            Some(_) => return Err(invalid("`timeout_ms` must be a number of milliseconds.")),
-        };
-        if fields.get("cache").is_some_and(|c| !c.is_boolean()) {
-            return Err(invalid("`cache` must be true or false."));
-        }
-        serde_json::from_value(Value::Object(fields))
-            .map_err(|e| ApiError::InvalidRequest(format!("The body does not decode: {e}.")))
-    }
-}
-
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-}
 
 #[utoipa::path(post, path = "/execute", tag = "execute",
     request_body(content = ExecuteRequest, content_type = "application/json"),
@@ -443,27 +298,6 @@ fn json_response(body: Bytes, x_cache: &'static str) -> Response {
     response
 }
 
-/// The 200 body of the API contract, or the problem a failed run becomes.
-/// `pyexec run` prints the same.
-pub fn success_body(report: RunReport) -> Result<ExecuteResult, ApiError> {
-    match report.outcome {
-        Outcome::Success(result) => Ok(ExecuteResult {
-            result,
-            stdout: report.stdout.text,
-            stderr: report.stderr.text,
-            execution_method: "nsjail",
-            duration_ms: report.duration.as_millis() as u64,
-            stdout_truncated: report.stdout.truncated,
-            stderr_truncated: report.stderr.truncated,
-        }),
-        outcome => Err(ApiError::Script(Box::new(ScriptFailure {
-            outcome,
-            stdout: report.stdout,
-            stderr: report.stderr,
-        }))),
-    }
-}
-
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -523,68 +357,10 @@ async fn read_body(
     }
 }
 
-/// Runs a synchronous stage inside its span and records how it ended.
+/// How a stage ended, for its span.
 fn outcome_of<T>(result: &Result<T, ApiError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(e) => e.kind(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn parse(body: &str) -> Result<ExecuteRequest, ApiError> {
-        ExecuteRequest::parse(body.as_bytes(), &Tenant::bootstrap())
-    }
-
-    fn kind(body: &str) -> &'static str {
-        parse(body).unwrap_err().kind()
-    }
-
-    #[test]
-    fn a_plain_script_with_args_and_options_is_accepted() {
-        let r = parse(
-            r#"{"script":"def main(n): return n","args":{"n":3},"timeout_ms":500,"cache":false}"#,
-        )
-        .unwrap();
-        assert_eq!(r.args["n"], 3);
-        assert_eq!(r.timeout_ms, Some(500));
-        assert_eq!(r.cache, Some(false));
-    }
-
-    #[test]
-    fn malformed_bodies_and_fields_are_invalid_requests() {
-        for body in [
-            "not json",
-            "[1]",
-            "{}",
-            r#"{"script": 5}"#,
-            r#"{"script": "def main(): pass", "args": [1]}"#,
-            r#"{"script": "def main(): pass", "args": {"not an identifier": 1}}"#,
-            r#"{"script": "def main(): pass", "timeout_ms": "5"}"#,
-            r#"{"script": "def main(): pass", "timeout_ms": 0}"#,
-            r#"{"script": "def main(): pass", "timeout_ms": 999999999}"#,
-            r#"{"script": "def main(): pass", "cache": "yes"}"#,
-            r#"{"script": "def main(): pass", "scirpt": 1}"#,
-            r#"{"script": "def main():\u0000 pass"}"#,
-            r#"{"script": "   "}"#,
-        ] {
-            assert_eq!(kind(body), "invalid-request", "{body}");
-        }
-    }
-
-    #[test]
-    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
-        let body = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
-        assert_eq!(kind(&body), "invalid-request");
-    }
-
-    #[test]
-    fn a_script_over_the_tenant_limit_is_too_large() {
-        let body = json!({"script": format!("def main(): return 1\n#{}", "x".repeat(10_240))});
-        assert_eq!(kind(&body.to_string()), "too-large");
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP gateway: router, handlers and the state they share.
 
 mod auth;
+mod bodies;
 pub mod connection;
 pub mod error;
 mod execute;
@@ -33,8 +34,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::JWT_LEEWAY_SECS;
+pub use bodies::{ExecuteRequest, ExecuteResult, success_body};
 pub use error::{ApiError, Problem};
-pub use execute::{ExecuteRequest, ExecuteResult, success_body};
 
 use crate::defaults;
 use crate::sandbox::{Sandbox, SandboxConfig};

@@ -21,8 +21,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Object, RefOr, Required, Type};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
+use super::bodies::{ExecuteRequest, ExecuteResult};
 use super::error::{Problem, ProblemKind};
-use super::execute::{ExecuteRequest, ExecuteResult};
 use super::health::{HealthBody, StatusBody};
 
 /// The document's fixed parts; `super::openapi()` adds the paths.
