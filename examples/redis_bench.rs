@@ -107,10 +107,10 @@ async fn stores(settings: &RedisSettings, n: usize) -> anyhow::Result<()> {
     let key = [7u8; 32];
     moka.insert(
         key,
-        Arc::new(pyexec::stores::cache::CachedResult {
-            body: body.clone(),
-            ttl: Duration::from_secs(600),
-        }),
+        Arc::new(pyexec::stores::cache::CachedResult::fresh(
+            body.clone(),
+            Duration::from_secs(600),
+        )),
     )
     .await;
     redis_cache

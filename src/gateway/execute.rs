@@ -16,6 +16,7 @@ use tracing::{Instrument, Span};
 use super::AppState;
 use super::auth::Authenticated;
 use super::bodies::{ExecuteRequest, success_body};
+use super::cache_control::{CacheAnswer, RequestDirectives};
 use super::error::ApiError;
 use super::ratelimit_headers;
 use crate::sandbox::{Job, SandboxError, SandboxPolicy};
@@ -138,33 +139,71 @@ async fn run_request(
 
     let cache_opt_out = request.cache == Some(false);
     let (policy, job) = request.into_run(tenant);
+    let directives = RequestDirectives::of(headers);
     // The runtime version is part of the key: a Python upgrade must not
     // serve results computed by the old one.
     let runtime = state.sandbox.python_version();
-    let cacheable = tenant.cache.enabled
-        && !cache_opt_out
-        && !no_cache_requested(headers)
-        && state.cache.is_enabled();
     let cache_span = spans::cache_lookup(&tenant.name);
-    let (Some(cache), Some(runtime), true) = (state.cache.inner(), runtime, cacheable) else {
-        spans::record_cache(&cache_span, &tenant.name, "bypass");
+    let cache = state.cache.inner().filter(|_| tenant.cache.enabled);
+    let (Some(cache), Some(runtime), false, false) =
+        (cache, runtime, cache_opt_out, directives.no_store)
+    else {
+        // The client's own choice (`cache: false`, `no-store`) forwards it;
+        // a cache that is off for the server or tenant bypasses it.
+        let answer = if cache_opt_out || directives.no_store {
+            CacheAnswer::Forwarded { stored: false }
+        } else {
+            CacheAnswer::Bypass
+        };
+        spans::record_cache(&cache_span, &tenant.name, answer.label());
         let body = run_job(state, tenant, &job, &policy, charged).await?;
         telemetry::request::set_outcome("success");
-        return Ok(json_response(body, "BYPASS"));
+        return Ok(json_response(body, answer));
     };
     let key = cache::key(tenant, &runtime, &job.script, &job.args);
+    // A stored answer older than the client accepts (`no-cache` accepts
+    // none) is not served: the script runs and its answer replaces it.
+    let too_old = match directives.max_age {
+        Some(max) if max.is_zero() => true,
+        Some(_) => cache
+            .get(&key)
+            .await
+            .is_some_and(|stored| !directives.accepts(stored.age())),
+        None => false,
+    };
+    if too_old {
+        let body = run_job(state, tenant, &job, &policy, charged).await?;
+        cache
+            .insert(
+                key,
+                Arc::new(CachedResult::fresh(body.clone(), tenant.cache.ttl)),
+            )
+            .await;
+        if let Some(shared) = &state.shared_cache {
+            shared.put(tenant, &key, &body, tenant.cache.ttl).await;
+        }
+        let answer = CacheAnswer::Forwarded { stored: true };
+        spans::record_cache(&cache_span, &tenant.name, answer.label());
+        telemetry::request::set_outcome("success");
+        return Ok(json_response(body, answer));
+    }
     let ran_here = AtomicBool::new(false);
     // Single flight: concurrent requests with this key wait for one run.
     // Only `Ok` values are stored, so failures are never cached.
     let cached = cache
         .try_get_with(key, async {
-            // Second tier: another replica may have run it already.
+            // Second tier: another replica may have run it already (and
+            // recently enough for this client).
             if let Some(shared) = &state.shared_cache {
                 if let Some((body, left)) = shared.get(tenant, &key).await {
-                    return Ok(Arc::new(CachedResult {
-                        body,
-                        ttl: left.min(tenant.cache.ttl),
-                    }));
+                    let age = tenant.cache.ttl.saturating_sub(left);
+                    if directives.accepts(age) {
+                        return Ok(Arc::new(CachedResult::aged(
+                            body,
+                            age,
+                            left.min(tenant.cache.ttl),
+                        )));
+                    }
                 }
             }
             ran_here.store(true, Ordering::Relaxed);
@@ -174,21 +213,21 @@ async fn run_request(
                 // request, on any replica, finds it.
                 shared.put(tenant, &key, &body, tenant.cache.ttl).await;
             }
-            Ok::<_, ApiError>(Arc::new(CachedResult {
-                body,
-                ttl: tenant.cache.ttl,
-            }))
+            Ok::<_, ApiError>(Arc::new(CachedResult::fresh(body, tenant.cache.ttl)))
         })
         .await
         .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|arc| (*arc).clone()))?;
-    let (label, result) = if ran_here.load(Ordering::Relaxed) {
-        ("MISS", "miss")
+    let answer = if ran_here.load(Ordering::Relaxed) {
+        CacheAnswer::Miss
     } else {
-        ("HIT", "hit")
+        CacheAnswer::Hit {
+            age: cached.age(),
+            ttl_left: cached.ttl_left(),
+        }
     };
-    spans::record_cache(&cache_span, &tenant.name, result);
+    spans::record_cache(&cache_span, &tenant.name, answer.label());
     telemetry::request::set_outcome("success");
-    Ok(json_response(cached.body.clone(), label))
+    Ok(json_response(cached.body.clone(), answer))
 }
 
 /// One real run, charged to the tenant's daily quota: its 200 body. The
@@ -274,27 +313,14 @@ fn sandbox_error(e: SandboxError) -> ApiError {
     }
 }
 
-/// `Cache-Control: no-cache` (or `no-store`) from the client forces a run.
-fn no_cache_requested(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| {
-            let d = d.trim();
-            d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store")
-        })
-}
-
-fn json_response(body: Bytes, x_cache: &'static str) -> Response {
+fn json_response(body: Bytes, answer: CacheAnswer) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert("x-cache", HeaderValue::from_static(x_cache));
+    headers.extend(answer.headers());
     response
 }
 

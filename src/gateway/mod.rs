@@ -2,6 +2,7 @@
 
 mod auth;
 mod bodies;
+mod cache_control;
 pub mod connection;
 pub mod error;
 mod execute;

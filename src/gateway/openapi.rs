@@ -160,7 +160,15 @@ impl IntoResponses for ExecuteResponses {
             )
             .header(
                 "X-Cache",
-                string_header("`HIT` (answered from the result cache, no sandbox started), `MISS` (ran and cached) or `BYPASS` (ran; cache off for the tenant or the request)."),
+                string_header("`HIT` (answered from the result cache, no sandbox started), `MISS` (ran and cached) or `BYPASS` (ran; cache off for the tenant or the request, or `Cache-Control: no-store`)."),
+            )
+            .header(
+                "Cache-Status",
+                string_header("RFC 9211: `pyexec; hit; ttl=N`, `pyexec; fwd=miss; stored`, `pyexec; fwd=request; stored` (`no-cache`, `max-age`), `pyexec; fwd=request` (`no-store`) or `pyexec; fwd=bypass`."),
+            )
+            .header(
+                "Age",
+                integer_header("RFC 9111: seconds since the cached answer was computed; on a hit only."),
             );
         responses.insert("200".into(), rate_limit_headers(ok).build().into());
         for (status, when) in EXECUTE_PROBLEMS {

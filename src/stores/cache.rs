@@ -18,11 +18,46 @@ use crate::tenants::Tenant;
 
 pub type CacheKey = [u8; 32];
 
-/// A cached 200 body and how long it may be served.
+/// A cached 200 body, when it was computed and how long it may be served.
 #[derive(Debug)]
 pub struct CachedResult {
     pub body: Bytes,
+    /// How long it may be served from `stored_at`.
     pub ttl: Duration,
+    /// When the run that computed it ended (on another replica for an entry
+    /// from Redis: its age there is kept).
+    pub stored_at: Instant,
+}
+
+impl CachedResult {
+    /// An answer computed just now.
+    pub fn fresh(body: Bytes, ttl: Duration) -> Self {
+        Self {
+            body,
+            ttl,
+            stored_at: Instant::now(),
+        }
+    }
+
+    /// An answer computed `age` ago that may be served for `left` more.
+    pub fn aged(body: Bytes, age: Duration, left: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            body,
+            ttl: age + left,
+            stored_at: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+
+    /// Its age (RFC 9111 §5.1).
+    pub fn age(&self) -> Duration {
+        self.stored_at.elapsed()
+    }
+
+    /// How much longer it may be served.
+    pub fn ttl_left(&self) -> Duration {
+        self.ttl.saturating_sub(self.age())
+    }
 }
 
 struct TenantTtl;
@@ -34,7 +69,18 @@ impl Expiry<CacheKey, Arc<CachedResult>> for TenantTtl {
         value: &Arc<CachedResult>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl_left())
+    }
+
+    /// A refreshed entry (`Cache-Control: no-cache`) starts its TTL again.
+    fn expire_after_update(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedResult>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl_left())
     }
 }
 

@@ -409,14 +409,6 @@ async fn cache_hits_start_no_sandbox_and_never_cross_tenants_or_policy_revisions
     let r = server.execute_with_key(no_cache, ALPHA_KEY).await;
     assert_eq!(r.header("x-cache"), Some("BYPASS"));
     assert_ne!(r.assert_ok()["nonce"], nonce);
-    let r = server
-        .execute_with(
-            body.clone(),
-            Some(ALPHA_KEY),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
-    assert_eq!(r.header("x-cache"), Some("BYPASS"));
     // Failures are never cached.
     let failing = json!({"script": "def main():\n    raise RuntimeError('x')"});
     for _ in 0..2 {
@@ -436,6 +428,81 @@ async fn cache_hits_start_no_sandbox_and_never_cross_tenants_or_policy_revisions
     let r = server.execute_with_key(body, ALPHA_KEY).await;
     assert_eq!(r.header("x-cache"), Some("MISS"));
     assert_ne!(r.assert_ok()["nonce"], nonce);
+}
+
+/// The client's `Cache-Control` as RFC 9111 reads it, and what the answer
+/// says about the cache (RFC 9211 `Cache-Status`, `Age`, `X-Cache`).
+#[tokio::test]
+async fn cache_control_directives_refresh_skip_or_bound_the_stored_answer() {
+    let dir = PolicyDir::new();
+    let cached = "  cache: {enabled: true, ttlSeconds: 600}\n";
+    dir.write("alpha", &tenant_yaml("alpha", ALPHA_KEY, cached));
+    let server = TestServer::start(policy_server_config(dir.path()), true);
+    let body = json!({"script": RANDOM_SCRIPT, "args": {"n": 7}});
+    let send = |cache_control: Option<&'static str>| {
+        let headers: Vec<(&str, &str)> = cache_control
+            .map(|v| ("cache-control", v))
+            .into_iter()
+            .collect();
+        let (server, body) = (&server, body.clone());
+        async move { server.execute_with(body, Some(ALPHA_KEY), &headers).await }
+    };
+    let nonce = |r: &crate::common::Response| r.assert_ok()["nonce"].clone();
+
+    let first = send(None).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        first.header("cache-status"),
+        Some("pyexec; fwd=miss; stored")
+    );
+    assert_eq!(first.header("age"), None);
+    let hit = send(None).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(nonce(&hit), nonce(&first));
+    let status = hit.header("cache-status").unwrap();
+    assert!(status.starts_with("pyexec; hit; ttl="), "{status}");
+    let ttl: u64 = status.rsplit('=').next().unwrap().parse().unwrap();
+    assert!((590..=600).contains(&ttl), "{status}");
+    assert!(hit.header("age").unwrap().parse::<u64>().unwrap() <= 10);
+    // An age bound the stored answer meets: served.
+    let r = send(Some("max-age=3600")).await;
+    assert_eq!(
+        (r.header("x-cache"), nonce(&r)),
+        (Some("HIT"), nonce(&first))
+    );
+
+    // no-cache runs the script and stores the new answer in place of the
+    // old one: the next plain request gets the new one.
+    let refreshed = send(Some("no-cache")).await;
+    assert_eq!(refreshed.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        refreshed.header("cache-status"),
+        Some("pyexec; fwd=request; stored")
+    );
+    assert_ne!(nonce(&refreshed), nonce(&first));
+    let after = send(None).await;
+    assert_eq!(
+        (after.header("x-cache"), nonce(&after)),
+        (Some("HIT"), nonce(&refreshed))
+    );
+    // max-age=0 is the same request.
+    let zero = send(Some("max-age=0")).await;
+    assert_eq!(zero.header("x-cache"), Some("MISS"));
+    assert_ne!(nonce(&zero), nonce(&refreshed));
+    assert_eq!(nonce(&send(None).await), nonce(&zero));
+    // An age bound the stored answer misses: refreshed too.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let bounded = send(Some("max-age=1")).await;
+    assert_eq!(bounded.header("x-cache"), Some("MISS"));
+    assert_ne!(nonce(&bounded), nonce(&zero));
+
+    // no-store: runs, and leaves the stored answer as it was.
+    let stored = nonce(&send(None).await);
+    let r = send(Some("no-store")).await;
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    assert_eq!(r.header("cache-status"), Some("pyexec; fwd=request"));
+    assert_ne!(nonce(&r), stored);
+    assert_eq!(nonce(&send(None).await), stored);
 }
 
 #[tokio::test]
