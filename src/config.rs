@@ -80,14 +80,15 @@ impl SandboxArgs {
 
 #[derive(Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (default 0.0.0.0:$PORT, PORT defaulting to 8080).
-    #[arg(long, env = "PYEXEC_LISTEN")]
+    /// Address to listen on, HOST:PORT with an IP or a host name (default
+    /// 0.0.0.0:$PORT, PORT defaulting to 8080).
+    #[arg(long, env = "PYEXEC_LISTEN", value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     #[arg(long, env = "PORT", default_value_t = 8080, hide = true)]
     pub port: u16,
     /// The operator listener: `/metrics` (Prometheus) and `/debug/state`
     /// (tenants, revisions, zygotes, slots in use). Keep it off the public network.
-    #[arg(long, env = "PYEXEC_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "PYEXEC_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = listen_address)]
     pub metrics_listen: SocketAddr,
     /// Open client connections at once; beyond it a few more may ask the
     /// health probes (anything else gets 503), the rest are closed at once.
@@ -149,6 +150,22 @@ impl std::fmt::Debug for ServeArgs {
             .field("redis_ca_file", &self.redis_ca_file)
             .field("sandbox", &self.sandbox)
             .finish()
+    }
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` with a name that resolves
+/// (its first address, as the resolver orders them).
+fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected HOST:PORT, e.g. 0.0.0.0:8080, [::]:8080 or localhost:8080";
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`{value}` resolves to no address; {expected}")),
+        Err(e) => Err(format!("`{value}` is not an address ({e}); {expected}")),
     }
 }
 

@@ -62,6 +62,7 @@ enum PolicyCommand {
 enum KeysCommand {
     /// Print a new random API key and the line to paste into the tenant's policy.
     New {
+        /// The tenant the key is for (named in the printed policy lines).
         #[arg(long)]
         tenant: String,
     },
@@ -69,6 +70,7 @@ enum KeysCommand {
 
 #[derive(clap::Args)]
 struct TokenArgs {
+    /// The tenant whose policy holds the HMAC secret (`spec.auth.jwt`).
     #[arg(long)]
     tenant: String,
     /// Lifetime, e.g. 90s, 15m, 1h, 7d.
@@ -77,8 +79,11 @@ struct TokenArgs {
     /// The `sub` claim.
     #[arg(long, default_value = "pyexec-cli")]
     subject: String,
+    /// The policies folder the tenant is read from.
     #[arg(long, env = "PYEXEC_POLICIES", default_value = "policies")]
     policies: PathBuf,
+    /// Folder that tenant `nsjailConfig` files are looked up in (policies
+    /// are validated as the server would).
     #[arg(long, env = "PYEXEC_NSJAIL_DIR", default_value = "nsjail")]
     nsjail_dir: PathBuf,
 }
@@ -90,9 +95,20 @@ struct RunArgs {
     /// Keyword arguments for main(), as a JSON object.
     #[arg(long)]
     args: Option<String>,
-    /// Wall-clock limit in milliseconds (default 30000).
+    /// Wall-clock limit in milliseconds (default: the tenant's, 30000 for the built-in one).
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Run with this tenant's limits and sandbox settings, from --policies, to
+    /// reproduce locally what it sees.
+    #[arg(long, requires = "policies")]
+    tenant: Option<String>,
+    /// The policies folder that --tenant is read from.
+    #[arg(long, env = "PYEXEC_POLICIES")]
+    policies: Option<PathBuf>,
+    /// Print the server's log lines (INFO and up) on stderr; by default only
+    /// warnings and errors, so stdout and stderr hold the answer alone.
+    #[arg(short, long)]
+    verbose: bool,
     #[command(flatten)]
     sandbox: SandboxArgs,
 }
@@ -118,6 +134,8 @@ fn main() -> ExitCode {
             log_format: cli.log_format.unwrap_or_else(LogFormat::detect),
             to_stderr: logs_to_stderr,
             gcp_project: cli.gcp_project.filter(|p| !p.is_empty()),
+            // A person running one script wants its answer, not the log.
+            quiet: matches!(&cli.command, Command::Run(run) if !run.verbose),
         });
         let code = match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -156,8 +174,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "pyexec serve failed");
-            eprintln!("pyexec: {e:#}");
+            // One line, in the log's own format (where the operator looks).
+            tracing::error!("pyexec serve failed: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -191,7 +209,26 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some(ms) = args.timeout_ms {
         body["timeout_ms"] = ms.into();
     }
-    let tenant = Tenant::bootstrap();
+    let tenant = match (&args.tenant, &args.policies) {
+        (Some(name), Some(dir)) => {
+            let ctx = LoadContext {
+                nsjail_dir: args.sandbox.nsjail_dir.clone(),
+            };
+            match policy::load_dir(dir, &ctx) {
+                Ok(tenants) => match tenants.into_iter().find(|t| &t.name == name) {
+                    Some(tenant) => tenant,
+                    None => {
+                        return usage_error(format!("no tenant `{name}` in {}", dir.display()));
+                    }
+                },
+                Err(errors) => {
+                    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return usage_error(format!("invalid policies:\n  {}", lines.join("\n  ")));
+                }
+            }
+        }
+        _ => Tenant::bootstrap(),
+    };
     // The same validation as the API, so a script that passes here passes there.
     let request = match pyexec::gateway::ExecuteRequest::from_value(body, &tenant) {
         Ok(r) => r,

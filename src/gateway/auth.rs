@@ -13,7 +13,7 @@ use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, BearerError};
 use crate::telemetry::{self, spans};
 use crate::tenants::{Tenant, TenantRegistry};
 
@@ -57,11 +57,15 @@ pub fn authenticate(
     }
     registry
         .find_by_api_key(token)
-        .ok_or_else(|| ApiError::Unauthorized("The bearer token is not a known API key.".into()))
+        .ok_or_else(|| unauthorized("The bearer token is not a known API key."))
 }
 
+/// A token was sent and is not valid.
 fn unauthorized(detail: impl Into<String>) -> ApiError {
-    ApiError::Unauthorized(detail.into())
+    ApiError::Unauthorized {
+        detail: detail.into(),
+        challenge: Some(BearerError::InvalidToken),
+    }
 }
 
 /// Routes the token to a tenant by its `iss` (read without trust, only to
@@ -143,22 +147,33 @@ fn unverified_issuer(token: &str) -> Result<String, ApiError> {
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::Unauthorized(
-            "Missing Authorization header: send `Authorization: Bearer <API key or JWT>`.".into(),
-        )
-    })?;
-    let value = value.to_str().map_err(|_| malformed())?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized {
+            detail: "Missing Authorization header: send `Authorization: Bearer <API key or JWT>`."
+                .into(),
+            challenge: None,
+        })?;
+    let value = value
+        .to_str()
+        .map_err(|_| malformed(Some(BearerError::InvalidRequest)))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme: the challenge only says which one to use.
+        return Err(malformed(None));
+    }
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
-        return Err(malformed());
+    if token.is_empty() || token.contains(' ') {
+        return Err(malformed(Some(BearerError::InvalidRequest)));
     }
     Ok(token)
 }
 
-fn malformed() -> ApiError {
-    ApiError::Unauthorized(
-        "Malformed Authorization header: expected `Authorization: Bearer <API key or JWT>`.".into(),
-    )
+fn malformed(challenge: Option<BearerError>) -> ApiError {
+    ApiError::Unauthorized {
+        detail:
+            "Malformed Authorization header: expected `Authorization: Bearer <API key or JWT>`."
+                .into(),
+        challenge,
+    }
 }

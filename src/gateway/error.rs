@@ -43,6 +43,43 @@ pub struct Problem {
     pub stderr_truncated: Option<bool>,
 }
 
+/// The `error` of a Bearer challenge (RFC 6750 §3.1). A request with no
+/// credential at all, or with another scheme, gets a challenge without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// A Bearer credential that is not well formed.
+    InvalidRequest,
+    /// A token that is unknown, expired, or fails verification.
+    InvalidToken,
+}
+
+impl BearerError {
+    fn code(self) -> &'static str {
+        match self {
+            BearerError::InvalidRequest => "invalid_request",
+            BearerError::InvalidToken => "invalid_token",
+        }
+    }
+}
+
+/// `WWW-Authenticate: Bearer realm="pyexec"`, with the error and its
+/// description when a credential was sent. The description is the problem's
+/// detail, kept to the characters RFC 6750 allows in it.
+fn bearer_challenge(challenge: Option<BearerError>, detail: &str) -> HeaderValue {
+    let mut value = String::from("Bearer realm=\"pyexec\"");
+    if let Some(error) = challenge {
+        let description: String = detail
+            .chars()
+            .filter(|c| matches!(c, ' ' | '!' | '#'..='[' | ']'..='~'))
+            .collect();
+        value.push_str(&format!(
+            ", error=\"{}\", error_description=\"{description}\"",
+            error.code()
+        ));
+    }
+    HeaderValue::from_str(&value).expect("visible ASCII only")
+}
+
 #[derive(Debug, Clone)]
 pub struct ScriptFailure {
     pub outcome: Outcome,
@@ -55,7 +92,11 @@ pub struct ScriptFailure {
 #[derive(Debug, Clone)]
 pub enum ApiError {
     InvalidRequest(String),
-    Unauthorized(String),
+    /// No usable credential: the 401 challenge says why (RFC 6750 §3).
+    Unauthorized {
+        detail: String,
+        challenge: Option<BearerError>,
+    },
     Forbidden(String),
     TooLarge(String),
     UnsupportedMediaType(String),
@@ -77,6 +118,9 @@ pub enum ApiError {
     },
     /// No such route.
     NotFound,
+    /// A route that exists, with a method it does not serve (axum adds the
+    /// `Allow` header).
+    MethodNotAllowed,
     /// A bug of ours. The detail is logged, never sent.
     Internal(String),
 }
@@ -102,11 +146,12 @@ pub enum ProblemKind {
     QuotaExceeded,
     Unavailable,
     NotFound,
+    MethodNotAllowed,
     Internal,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 18] = [
+    pub const ALL: [ProblemKind; 19] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
@@ -124,6 +169,7 @@ impl ProblemKind {
         ProblemKind::QuotaExceeded,
         ProblemKind::Unavailable,
         ProblemKind::NotFound,
+        ProblemKind::MethodNotAllowed,
         ProblemKind::Internal,
     ];
 
@@ -147,6 +193,7 @@ impl ProblemKind {
             ProblemKind::QuotaExceeded => "quota-exceeded",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::NotFound => "not-found",
+            ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::Internal => "internal",
         }
     }
@@ -170,6 +217,7 @@ impl ProblemKind {
             ProblemKind::QuotaExceeded => "Quota exhausted",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::NotFound => "Not found",
+            ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -192,6 +240,7 @@ impl ProblemKind {
             ProblemKind::RateLimited | ProblemKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::NotFound => StatusCode::NOT_FOUND,
+            ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -216,7 +265,7 @@ impl ApiError {
     pub fn problem(&self) -> ProblemKind {
         match self {
             ApiError::InvalidRequest(_) => ProblemKind::InvalidRequest,
-            ApiError::Unauthorized(_) => ProblemKind::Unauthorized,
+            ApiError::Unauthorized { .. } => ProblemKind::Unauthorized,
             ApiError::Forbidden(_) => ProblemKind::Forbidden,
             ApiError::TooLarge(_) => ProblemKind::TooLarge,
             ApiError::UnsupportedMediaType(_) => ProblemKind::UnsupportedMediaType,
@@ -226,6 +275,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => ProblemKind::QuotaExceeded,
             ApiError::Unavailable { .. } => ProblemKind::Unavailable,
             ApiError::NotFound => ProblemKind::NotFound,
+            ApiError::MethodNotAllowed => ProblemKind::MethodNotAllowed,
             ApiError::Internal(_) => ProblemKind::Internal,
         }
     }
@@ -241,8 +291,8 @@ impl ApiError {
 
     fn detail(&self) -> String {
         match self {
+            ApiError::Unauthorized { detail, .. } => detail.clone(),
             ApiError::InvalidRequest(d)
-            | ApiError::Unauthorized(d)
             | ApiError::Forbidden(d)
             | ApiError::TooLarge(d)
             | ApiError::UnsupportedMediaType(d)
@@ -267,6 +317,10 @@ impl ApiError {
             ApiError::RateLimited { detail, .. }
             | ApiError::QuotaExceeded { detail, .. }
             | ApiError::Unavailable { detail, .. } => detail.clone(),
+            ApiError::MethodNotAllowed => {
+                "This endpoint does not take that method; the `Allow` header lists the ones it takes."
+                    .into()
+            }
             ApiError::NotFound => {
                 "No such endpoint: the API is POST /execute, GET /health, /livez, /readyz and /openapi.json."
                     .into()
@@ -355,10 +409,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
+        if let ApiError::Unauthorized { detail, challenge } = &self {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"pyexec\""),
+                bearer_challenge(*challenge, detail),
             );
         }
         if let Some(secs) = self.retry_after() {

@@ -268,6 +268,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
     routes
         .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
         // The server span; inside the request id layer so it sees the id.
         .layer(middleware::from_fn(
             crate::telemetry::request::trace_request,

@@ -80,7 +80,7 @@ const EXECUTE_PROBLEMS: &[(u16, &str)] = &[
 fn kinds_of_status(status: u16) -> Vec<&'static str> {
     ProblemKind::ALL
         .iter()
-        .filter(|k| k.status().as_u16() == status && **k != ProblemKind::NotFound)
+        .filter(|k| k.status().as_u16() == status)
         .map(|k| k.slug())
         .collect()
 }
@@ -188,7 +188,10 @@ pub fn documented_problem_kinds() -> Vec<&'static str> {
     EXECUTE_PROBLEMS
         .iter()
         .flat_map(|(status, _)| kinds_of_status(*status))
-        .chain([ProblemKind::NotFound.slug()])
+        .chain([
+            ProblemKind::NotFound.slug(),
+            ProblemKind::MethodNotAllowed.slug(),
+        ])
         .collect()
 }
 

@@ -48,6 +48,8 @@ pub struct TelemetryOptions {
     pub to_stderr: bool,
     /// The Google Cloud project, for the log lines' trace field.
     pub gcp_project: Option<String>,
+    /// Warnings and errors only (unless `PYEXEC_LOG` says otherwise).
+    pub quiet: bool,
 }
 
 /// Keeps the tracer provider so its spans can be flushed at exit.
@@ -74,8 +76,13 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("pyexec"))
         .with_threads(false);
-    let filter =
-        EnvFilter::try_from_env("PYEXEC_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_env("PYEXEC_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(if options.quiet {
+            "warn"
+        } else {
+            DEFAULT_FILTER
+        })
+    });
     let to_stderr = options.to_stderr;
     let writer = move || -> Box<dyn std::io::Write> {
         if to_stderr {

@@ -156,3 +156,108 @@ async fn token_mints_an_hs256_jwt_the_server_accepts() {
     let output = pyexec(&["token", "--tenant", "nobody", "--policies", policies]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+/// A person running one script gets its answer alone: no log lines unless
+/// `-v` asks for them.
+#[test]
+fn run_is_quiet_unless_verbose() {
+    let script = "def main():\n    return 1";
+    let (code, json, stderr) = pyexec_run(script, &[]);
+    assert_eq!((code, json["result"].clone()), (0, serde_json::json!(1)));
+    assert_eq!(stderr, "", "stderr holds log lines");
+    let (code, json, stderr) = pyexec_run(script, &["-v"]);
+    assert_eq!((code, json["result"].clone()), (0, serde_json::json!(1)));
+    assert!(stderr.contains("\"severity\":\"INFO\""), "{stderr}");
+}
+
+/// `--policies DIR --tenant T` runs with that tenant's limits, so an operator
+/// can reproduce a tenant's failure locally.
+#[test]
+fn run_applies_a_tenants_policy_when_asked() {
+    let dir = crate::common::PolicyDir::new();
+    dir.write(
+        "tight",
+        &crate::common::tenant_yaml(
+            "tight",
+            "pyx_tight_cli_key",
+            "  sandbox:\n    wallTimeoutMs: 1000\n",
+        ),
+    );
+    let script = "import time\ndef main():\n    time.sleep(3)\n    return 'slept'";
+    let policies = dir.path().to_str().unwrap();
+    let (code, json, stderr) = pyexec_run(script, &["--policies", policies, "--tenant", "tight"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        json["type"].as_str().unwrap().ends_with("/timeout"),
+        "{json}"
+    );
+    // Without it, the built-in tenant's 30 s limit lets the script finish.
+    let (code, json, _) = pyexec_run(script, &[]);
+    assert_eq!(
+        (code, json["result"].clone()),
+        (0, serde_json::json!("slept"))
+    );
+    let (code, _, stderr) = pyexec_run(script, &["--policies", policies, "--tenant", "nobody"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no tenant `nobody`"), "{stderr}");
+}
+
+/// Every flag of every command says what it is for in `--help`.
+#[test]
+fn every_flag_has_help_text() {
+    for command in [
+        &["serve"][..],
+        &["run"],
+        &["policy", "check"],
+        &["keys", "new"],
+        &["token"],
+    ] {
+        let output = pyexec(&[command, &["--help"]].concat());
+        let help = String::from_utf8_lossy(&output.stdout).to_string();
+        let options = help.split("Options:").nth(1).expect("an Options section");
+        let mut lines = options.lines().filter(|l| !l.trim().is_empty()).peekable();
+        while let Some(line) = lines.next() {
+            let flag = line.trim_start();
+            if !flag.starts_with('-') {
+                continue;
+            }
+            // The help is on the flag's line, or (long help) on the next.
+            let described = flag.contains("  ")
+                || lines
+                    .peek()
+                    .is_some_and(|next| !next.trim_start().starts_with('-'));
+            assert!(described, "{command:?}: `{flag}` has no help text");
+        }
+    }
+}
+
+/// `--listen` takes host names, and a port in use is one clear line that
+/// names the address.
+#[test]
+fn serve_listens_on_host_names_and_names_an_address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = crate::common::sandbox_config();
+    let output = Command::new(env!("CARGO_BIN_EXE_pyexec"))
+        .args(["--log-format=text", "serve", "--listen"])
+        .arg(addr.to_string())
+        // A host name is accepted (resolved at start).
+        .args(["--metrics-listen", "localhost:0"])
+        .args(["--nsjail-dir".as_ref(), config.nsjail_dir.as_os_str()])
+        .env("PYEXEC_API_KEY", crate::common::API_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let about: Vec<&str> = all.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(about.len(), 1, "{all}");
+    assert!(about[0].contains(&addr.to_string()), "{}", about[0]);
+    let refused = pyexec(&["serve", "--listen", "no-such-host.invalid:80"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("expected HOST:PORT"), "{stderr}");
+}

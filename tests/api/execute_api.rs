@@ -339,33 +339,47 @@ async fn execute_returns_400_for_invalid_utf8() {
         .assert_problem(400, "invalid-request");
 }
 
+/// Every 401 challenges with `Bearer realm="pyexec"`; when a Bearer
+/// credential was sent, RFC 6750's `error` says what was wrong with it.
 #[tokio::test]
-async fn execute_returns_401_without_a_valid_bearer_token() {
+async fn execute_returns_401_with_the_rfc_6750_challenge_for_each_bad_credential() {
     let s = server();
     let body = json!({"script": "def main():\n    return 1"});
-    let no_header = s
-        .client
-        .post(s.url("/execute"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let malformed = s
-        .client
-        .post(s.url("/execute"))
-        .header("authorization", format!("Basic {API_KEY}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    for response in [no_header, malformed] {
-        let r = crate::common::Response::read(response).await;
+    let basic = format!("Basic {API_KEY}");
+    // (Authorization header, the challenge's error)
+    let cases: [(Option<&str>, Option<&str>); 5] = [
+        (None, None),
+        (Some(basic.as_str()), None),
+        (Some("Bearer"), Some("invalid_request")),
+        (Some("Bearer pyx_wrong"), Some("invalid_token")),
+        (Some("Bearer a.b.c"), Some("invalid_token")),
+    ];
+    for (authorization, error) in cases {
+        let mut request = s.client.post(s.url("/execute")).json(&body);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let r = crate::common::Response::read(request.send().await.unwrap()).await;
         r.assert_problem(401, "unauthorized");
-        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        assert!(!r.body.to_string().contains(API_KEY));
+        let challenge = r.header("www-authenticate").unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"pyexec\""),
+            "{challenge}"
+        );
+        match error {
+            None => assert!(
+                !challenge.contains("error"),
+                "{authorization:?}: {challenge}"
+            ),
+            Some(code) => {
+                assert!(
+                    challenge.contains(&format!(", error=\"{code}\", error_description=\"")),
+                    "{authorization:?}: {challenge}"
+                );
+            }
+        }
     }
-    let wrong = s.execute_with_key(body.clone(), "pyx_wrong").await;
-    wrong.assert_problem(401, "unauthorized");
-    assert!(!wrong.body.to_string().contains(API_KEY));
 }
 
 #[tokio::test]
@@ -459,6 +473,27 @@ async fn health_reports_the_original_fields_and_the_self_test() {
     for path in ["/livez", "/readyz"] {
         let r = s.client.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_known_path_with_another_method_gets_a_405_problem_with_allow() {
+    let s = server();
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/execute", "POST"),
+        (reqwest::Method::DELETE, "/execute", "POST"),
+        (reqwest::Method::POST, "/livez", "GET,HEAD"),
+    ] {
+        let response = s
+            .client
+            .request(method.clone(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        let r = crate::common::Response::read(response).await;
+        r.assert_problem(405, "method-not-allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        assert!(r.header("x-request-id").is_some());
     }
 }
 
