@@ -112,6 +112,20 @@ if [ "$with_rust" = 1 ] && ! command -v cargo >/dev/null 2>&1; then
   }
 fi
 
+# promtool checks the /metrics output in the tests; it comes from Debian's
+# prometheus package, of which only this one binary is kept (no server, no
+# service, no dependencies).
+if [ "$with_test_tools" = 1 ] && ! [ -x "$PREFIX/tools/bin/promtool" ]; then
+  log "installing promtool from Debian's prometheus package"
+  deb_dir="$(mktemp -d)"
+  chmod 0777 "$deb_dir"
+  (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } \
+    && dpkg-deb -x prometheus_*.deb root)
+  install -D -m 0755 "$deb_dir/root/usr/bin/promtool" "$PREFIX/tools/bin/promtool"
+  rm -rf "$deb_dir"
+fi
+
 export PATH="$HOME/.cargo/bin:$PATH"
 if [ "$with_test_tools" = 1 ] && ! cargo-deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
   log "building cargo-deny $CARGO_DENY_VERSION (a few minutes, once)"

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::AppState;
-use crate::telemetry;
+use crate::telemetry::{self, RedisSample, WarmPoolSample};
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let m = telemetry::metrics();
@@ -25,10 +25,26 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .map(|(tenant, used)| (tenant.as_str(), used.running, used.waiting)),
     );
     if let Some(pool) = &status.warm_pool {
-        m.set_warm_pool(pool.gauges());
+        m.set_warm_pool(WarmPoolSample {
+            zygotes: pool.zygotes as u64,
+            zygotes_started: pool.zygotes_started,
+            zygote_failures: pool.zygote_failures,
+            runs: pool.runs,
+            runs_that_waited_for_a_runner: pool.runs_that_waited_for_a_runner,
+        });
     }
     if let Some(redis) = &state.redis {
-        m.set_redis(&redis.health());
+        let health = redis.health();
+        let count = |field: &str| health[field].as_u64().unwrap_or(0);
+        m.set_redis(RedisSample {
+            available: health["available"] == true,
+            buffered_quota_writes: count("buffered_quota_writes"),
+            failures: count("failures"),
+            per_replica_decisions: count("per_replica_decisions"),
+            refused: count("refused"),
+            flushed_quota_writes: count("flushed_quota_writes"),
+            cache_values_too_large: count("cache_values_too_large"),
+        });
     }
     (
         [(

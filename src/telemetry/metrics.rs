@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The tenant label of requests that never got as far as authentication.
@@ -19,6 +19,9 @@ pub const NO_TENANT: &str = "-";
 
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` families (CPU, memory, open fds), without
+    /// the `pyexec_` prefix that dashboards for any process expect them bare.
+    process: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     http_in_flight: IntGauge,
@@ -38,9 +41,49 @@ pub struct Metrics {
     cache: IntCounterVec,
     rate_limited: IntCounterVec,
     quota_rejections: IntCounterVec,
-    warm_pool: IntGaugeVec,
-    redis: IntGaugeVec,
-    sandbox_cpu: GaugeVec,
+    warm_zygotes: IntGauge,
+    warm_zygotes_started: IntCounter,
+    warm_zygote_failures: IntCounter,
+    warm_runs: IntCounter,
+    warm_runs_waited: IntCounter,
+    redis_available: IntGauge,
+    redis_quota_writes_buffered: IntGauge,
+    redis_failures: IntCounter,
+    redis_per_replica_decisions: IntCounter,
+    redis_refusals: IntCounter,
+    redis_quota_writes_flushed: IntCounter,
+    redis_cache_values_too_large: IntCounter,
+    sandbox_cpu: CounterVec,
+}
+
+/// The warm pool's state, read from the pool at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WarmPoolSample {
+    pub zygotes: u64,
+    /// The rest only grow.
+    pub zygotes_started: u64,
+    pub zygote_failures: u64,
+    pub runs: u64,
+    pub runs_that_waited_for_a_runner: u64,
+}
+
+/// The shared Redis store's state, read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedisSample {
+    pub available: bool,
+    pub buffered_quota_writes: u64,
+    /// The rest only grow.
+    pub failures: u64,
+    pub per_replica_decisions: u64,
+    pub refused: u64,
+    pub flushed_quota_writes: u64,
+    pub cache_values_too_large: u64,
+}
+
+/// Brings a counter up to a total its source keeps (a sampled counter only
+/// grows, so a scrape that lags one never sees it go back).
+fn follow(counter: &IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// The process-wide metrics.
@@ -49,10 +92,11 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// Seconds buckets from 5 ms to ~80 s: a cached hit, a plain script, a pandas
+/// Seconds buckets from 0.5 ms to ~65 s, doubling: a cache hit (~0.05 ms
+/// lands in the first), a warm run (~2-4 ms), a cold one (~100 ms), a pandas
 /// import and a run that reaches the 30 s limit each land in their own range.
 fn duration_buckets() -> Vec<f64> {
-    prometheus::exponential_buckets(0.005, 2.0, 15).expect("valid buckets")
+    prometheus::exponential_buckets(0.0005, 2.0, 18).expect("valid buckets")
 }
 
 impl Metrics {
@@ -98,7 +142,7 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let sandbox_cpu = GaugeVec::new(
+        let sandbox_cpu = CounterVec::new(
             Opts::new(
                 "sandbox_cpu_seconds_total",
                 "CPU seconds the sandboxes' cgroups used, by tenant.",
@@ -106,6 +150,19 @@ impl Metrics {
             &["tenant"],
         )
         .expect("valid metric");
+        let single_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let process = Registry::new();
+        process
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         registry
             .register(Box::new(sandbox_cpu.clone()))
             .expect("unique metric");
@@ -199,26 +256,58 @@ impl Metrics {
                 "Requests refused because a daily quota is used up, by tenant and quota (executions, cpu_seconds).",
                 &["tenant", "quota"],
             ),
-            warm_pool: gauge_vec(
-                "warm_pool",
-                "The warm pool, sampled at scrape time: live zygotes, zygotes started and zygote failures since start, runs served, runs that waited for a runner to be made.",
-                &["state"],
+            warm_zygotes: gauge("warm_zygotes", "Warm zygotes alive right now."),
+            warm_zygotes_started: single_counter(
+                "warm_zygotes_started_total",
+                "Warm zygotes started since the process started.",
             ),
-            redis: gauge_vec(
-                "redis",
-                "The shared Redis store, sampled at scrape time: available (0/1), failures, per-replica decisions, refusals (503), buffered and flushed quota writes.",
-                &["state"],
+            warm_zygote_failures: single_counter(
+                "warm_zygote_failures_total",
+                "Warm zygotes that failed to start or died.",
+            ),
+            warm_runs: single_counter("warm_runs_total", "Runs served by a warm runner."),
+            warm_runs_waited: single_counter(
+                "warm_runs_waited_for_runner_total",
+                "Warm runs that waited for a runner to be made (none was ready).",
+            ),
+            redis_available: gauge("redis_available", "1 while the shared Redis store answers."),
+            redis_quota_writes_buffered: gauge(
+                "redis_quota_writes_buffered",
+                "Quota usage waiting to be written to Redis (kept during an outage).",
+            ),
+            redis_failures: single_counter(
+                "redis_failures_total",
+                "Redis commands that failed or timed out.",
+            ),
+            redis_per_replica_decisions: single_counter(
+                "redis_per_replica_decisions_total",
+                "Decisions taken on this replica's own limits because Redis did not answer (onFailure: perReplica).",
+            ),
+            redis_refusals: single_counter(
+                "redis_refusals_total",
+                "Requests answered 503 because Redis did not answer (onFailure: closed).",
+            ),
+            redis_quota_writes_flushed: single_counter(
+                "redis_quota_writes_flushed_total",
+                "Buffered quota usage written to Redis once it answered again.",
+            ),
+            redis_cache_values_too_large: single_counter(
+                "redis_cache_values_too_large_total",
+                "Results too large to share through Redis (kept in memory only).",
             ),
             sandbox_cpu,
             registry,
+            process,
         }
     }
 
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
+            .encode(&families, &mut buffer)
             .expect("text encoding cannot fail on valid metrics");
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
@@ -288,7 +377,7 @@ impl Metrics {
     pub fn sandbox_cpu_used(&self, tenant: &str, cpu: Duration) {
         self.sandbox_cpu
             .with_label_values(&[tenant])
-            .add(cpu.as_secs_f64());
+            .inc_by(cpu.as_secs_f64());
     }
 
     /// `reason`: `saturated`, `unavailable` or `launch-failed`.
@@ -337,24 +426,32 @@ impl Metrics {
 
     /// The Redis store's counters (the numbers and flags of its `/health`
     /// section), sampled by the `/metrics` handler.
-    pub fn set_redis(&self, health: &serde_json::Value) {
-        for (state, value) in health.as_object().into_iter().flatten() {
-            let number = match value {
-                serde_json::Value::Bool(b) => Some(i64::from(*b)),
-                other => other.as_i64(),
-            };
-            if let Some(n) = number.filter(|_| state != "timeout_ms") {
-                self.redis.with_label_values(&[state]).set(n);
-            }
-        }
+    pub fn set_redis(&self, sample: RedisSample) {
+        self.redis_available.set(i64::from(sample.available));
+        self.redis_quota_writes_buffered
+            .set(sample.buffered_quota_writes as i64);
+        follow(&self.redis_failures, sample.failures);
+        follow(
+            &self.redis_per_replica_decisions,
+            sample.per_replica_decisions,
+        );
+        follow(&self.redis_refusals, sample.refused);
+        follow(
+            &self.redis_quota_writes_flushed,
+            sample.flushed_quota_writes,
+        );
+        follow(
+            &self.redis_cache_values_too_large,
+            sample.cache_values_too_large,
+        );
     }
 
-    /// The warm pool's state by name (`zygotes`, `runs`, …), sampled by the
-    /// `/metrics` handler.
-    pub fn set_warm_pool<'a>(&self, states: impl IntoIterator<Item = (&'a str, u64)>) {
-        for (state, n) in states {
-            self.warm_pool.with_label_values(&[state]).set(n as i64);
-        }
+    pub fn set_warm_pool(&self, sample: WarmPoolSample) {
+        self.warm_zygotes.set(sample.zygotes as i64);
+        follow(&self.warm_zygotes_started, sample.zygotes_started);
+        follow(&self.warm_zygote_failures, sample.zygote_failures);
+        follow(&self.warm_runs, sample.runs);
+        follow(&self.warm_runs_waited, sample.runs_that_waited_for_a_runner);
     }
 }
 
@@ -370,7 +467,11 @@ mod tests {
         m.cache_lookup("acme", "miss");
         m.rate_limited("acme");
         m.quota_exceeded("acme", "executions");
-        m.set_warm_pool([("zygotes", 2), ("runs", 10)]);
+        m.set_warm_pool(WarmPoolSample {
+            zygotes: 2,
+            runs: 10,
+            ..WarmPoolSample::default()
+        });
         let text = m.render();
         for needle in [
             "pyexec_http_requests_total{route=\"/execute\",status=\"200\",tenant=\"acme\"}",
@@ -378,7 +479,11 @@ mod tests {
             "pyexec_cache_requests_total{result=\"miss\",tenant=\"acme\"}",
             "pyexec_rate_limit_rejections_total{tenant=\"acme\"}",
             "pyexec_quota_rejections_total{quota=\"executions\",tenant=\"acme\"}",
-            "pyexec_warm_pool{state=\"zygotes\"} 2",
+            "pyexec_warm_zygotes 2",
+            "pyexec_warm_runs_total 10",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
             "pyexec_build_info{version=",
         ] {
             assert!(text.contains(needle), "{needle} missing in:\n{text}");

@@ -454,6 +454,46 @@ async fn metrics_count_requests_by_tenant_and_status_and_runs_by_outcome() {
     );
     assert!(after.contains("pyexec_http_request_duration_seconds_bucket"));
     assert!(after.contains("pyexec_sandbox_queue_depth 0"));
+    // Warm runs (a few ms) and cache hits land below the old 5 ms floor.
+    assert!(after.contains(r#"le="0.0005""#), "buckets start at 0.5 ms");
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(after.contains(family), "{family} missing");
+    }
+
+    // The whole scrape, as the platform's scraper sees it, passes
+    // Prometheus's own linter.
+    let promtool = std::env::var("PYEXEC_PROMTOOL")
+        .unwrap_or_else(|_| "/opt/pyexec/tools/bin/promtool".into());
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{promtool}: {e} (bash scripts/setup.sh --for-tests installs it)")
+        });
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(after.as_bytes())
+        .unwrap();
+    let output = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,22 +87,6 @@ pub struct WarmPoolStatus {
     pub runs_that_waited_for_a_runner: u64,
 }
 
-impl WarmPoolStatus {
-    /// The counts as the `pyexec_warm_pool` gauge names its states.
-    pub fn gauges(&self) -> [(&'static str, u64); 5] {
-        [
-            ("zygotes", self.zygotes as u64),
-            ("zygotes_started", self.zygotes_started),
-            ("zygote_failures", self.zygote_failures),
-            ("runs", self.runs),
-            (
-                "runs_that_waited_for_a_runner",
-                self.runs_that_waited_for_a_runner,
-            ),
-        ]
-    }
-}
-
 /// Zygotes by sandbox configuration (the tenant-specific nsjail config).
 pub struct WarmPool {
     config: WarmConfig,
