@@ -36,7 +36,7 @@ impl FromRequestParts<AppState> for Authenticated {
         spans::record_outcome(&span, tenant.as_ref().map_or_else(|e| e.kind(), |_| "ok"));
         let tenant = tenant?;
         telemetry::request::set_tenant(&tenant.name);
-        span.record("tenant", tenant.name.as_str());
+        span.record("pyexec.tenant", tenant.name.as_str());
         if tenant.disabled {
             return Err(ApiError::Forbidden(format!(
                 "The tenant `{}` is disabled by its policy.",

@@ -126,7 +126,7 @@ async fn run_request(
     let request = async {
         require_json(headers)?;
         let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
-        Span::current().record("request.body_bytes", body.len() as i64);
+        Span::current().record("http.request.body.size", body.len() as i64);
         ExecuteRequest::parse(&body, tenant)
     }
     .instrument(validate.clone())
@@ -134,7 +134,7 @@ async fn run_request(
     spans::record_outcome(&validate, outcome_of(&request));
     let request = request?;
     let script_sha = spans::script_sha256_prefix(&request.script);
-    validate.record("script.sha256", script_sha.as_str());
+    validate.record("pyexec.script.sha256_prefix", script_sha.as_str());
     telemetry::request::set_script_sha256(&script_sha);
 
     let cache_opt_out = request.cache == Some(false);

@@ -82,12 +82,9 @@ struct SelfTestState {
 
 impl SelfTestState {
     fn of(test: &SelfTest) -> Self {
-        let state = match test {
-            SelfTest::Pending => "pending",
-            SelfTest::Passed => "passed",
-            SelfTest::Failed(_) => "failed",
-        };
-        Self { state }
+        Self {
+            state: test.label(),
+        }
     }
 }
 

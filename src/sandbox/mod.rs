@@ -113,6 +113,17 @@ pub enum SelfTest {
     Failed(String),
 }
 
+impl SelfTest {
+    /// `pending`, `passed` or `failed`, without a failure's detail.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SelfTest::Pending => "pending",
+            SelfTest::Passed => "passed",
+            SelfTest::Failed(_) => "failed",
+        }
+    }
+}
+
 /// What `/health` and `/readyz` report about the sandbox.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxStatus {
@@ -290,7 +301,12 @@ impl Sandbox {
                 status.python = value["python"].as_str().map(str::to_string);
                 status.temp_writable = value["tmp_writable"].as_bool();
                 status.self_test = SelfTest::Passed;
-                tracing::info!(python = ?status.python, cgroup = ?status.cgroup, warm = ?status.warm_self_test, "sandbox self-test passed");
+                tracing::info!(
+                    python = status.python.as_deref(),
+                    cgroup = status.cgroup,
+                    warm_self_test = status.warm_self_test.label(),
+                    "sandbox self-test passed"
+                );
                 Ok(())
             }
             Err(reason) => {

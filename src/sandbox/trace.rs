@@ -16,8 +16,8 @@ use crate::telemetry::spans::{record_outcome, script_sha256_prefix};
 pub(super) fn sandbox_queue(queue_depth: usize) -> Span {
     tracing::info_span!(
         "sandbox.queue",
-        sandbox.queue_depth = queue_depth as i64,
-        outcome = Empty
+        pyexec.sandbox.queue_depth = queue_depth as i64,
+        pyexec.outcome = Empty
     )
 }
 
@@ -56,16 +56,16 @@ pub(super) struct RunSpan {
 pub(super) fn sandbox_run(script: &str, mode: &'static str) -> RunSpan {
     let span = tracing::info_span!(
         "sandbox.run",
-        sandbox.mode = mode,
-        script.sha256 = %script_sha256_prefix(script),
-        outcome = Empty,
-        exit.signal = Empty,
-        duration_ms = Empty,
-        cpu_time_ms = Empty,
-        peak_memory_bytes = Empty,
-        stdout_bytes = Empty,
-        stderr_bytes = Empty,
-        stdout_truncated = Empty,
+        pyexec.sandbox.mode = mode,
+        pyexec.script.sha256_prefix = %script_sha256_prefix(script),
+        pyexec.outcome = Empty,
+        pyexec.sandbox.exit_signal = Empty,
+        pyexec.sandbox.duration_ms = Empty,
+        pyexec.sandbox.cpu_time_ms = Empty,
+        pyexec.sandbox.peak_memory_bytes = Empty,
+        pyexec.sandbox.stdout_bytes = Empty,
+        pyexec.sandbox.stderr_bytes = Empty,
+        pyexec.sandbox.stdout_truncated = Empty,
         otel.status_code = Empty,
     );
     metrics().sandbox_run_started(mode);
@@ -88,17 +88,26 @@ impl RunSpan {
         match result {
             Ok(report) => {
                 let outcome = report.outcome.label();
-                span.record("sandbox.mode", report.mode.label());
+                span.record("pyexec.sandbox.mode", report.mode.label());
                 record_outcome(span, outcome);
                 if let Some(signal) = report.signal {
-                    span.record("exit.signal", signal);
+                    span.record("pyexec.sandbox.exit_signal", signal);
                 }
-                span.record("duration_ms", millis(report.duration));
-                span.record("cpu_time_ms", millis(report.usage.cpu_time));
-                span.record("peak_memory_bytes", report.usage.peak_memory_bytes as i64);
-                span.record("stdout_bytes", report.stdout.text.len() as i64);
-                span.record("stderr_bytes", report.stderr.text.len() as i64);
-                span.record("stdout_truncated", report.stdout.truncated);
+                span.record("pyexec.sandbox.duration_ms", millis(report.duration));
+                span.record("pyexec.sandbox.cpu_time_ms", millis(report.usage.cpu_time));
+                span.record(
+                    "pyexec.sandbox.peak_memory_bytes",
+                    report.usage.peak_memory_bytes as i64,
+                );
+                span.record(
+                    "pyexec.sandbox.stdout_bytes",
+                    report.stdout.text.len() as i64,
+                );
+                span.record(
+                    "pyexec.sandbox.stderr_bytes",
+                    report.stderr.text.len() as i64,
+                );
+                span.record("pyexec.sandbox.stdout_truncated", report.stdout.truncated);
                 metrics().sandbox_run_finished(mode, report.mode.label(), outcome, report.duration);
                 let tenant = request::tenant();
                 metrics().sandbox_cpu_used(

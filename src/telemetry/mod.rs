@@ -73,9 +73,15 @@ pub fn init(options: TelemetryOptions) -> Telemetry {
     };
     // Spans are made even without an exporter, so logs and responses carry
     // trace ids that a caller's own tracing can use.
+    // Only the attributes the code sets: none of tracing's own bookkeeping
+    // (busy/idle time, source location, target, thread, level).
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("pyexec"))
-        .with_threads(false);
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_target(false)
+        .with_level(false);
     let filter = EnvFilter::try_from_env("PYEXEC_LOG").unwrap_or_else(|_| {
         EnvFilter::new(if options.quiet {
             "warn"

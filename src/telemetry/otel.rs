@@ -63,15 +63,23 @@ fn resource() -> Resource {
     }
     let mut attributes = vec![KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))];
     // Cloud Run sets K_SERVICE/K_REVISION; Cloud Trace shows them per span.
+    let on_cloud_run = env("K_SERVICE").is_some();
+    let cloud_run_instance = on_cloud_run.then(cloud_run_instance_id).flatten();
     if let Some(service) = env("K_SERVICE") {
         attributes.push(KeyValue::new("cloud.provider", "gcp"));
         attributes.push(KeyValue::new("cloud.platform", "gcp_cloud_run"));
         attributes.push(KeyValue::new("faas.name", service));
         if let Some(revision) = env("K_REVISION") {
-            attributes.push(KeyValue::new("faas.version", revision.clone()));
-            attributes.push(KeyValue::new("service.instance.id", revision));
+            attributes.push(KeyValue::new("faas.version", revision));
+        }
+        if let Some(instance) = &cloud_run_instance {
+            attributes.push(KeyValue::new("faas.instance", instance.clone()));
         }
     }
+    // One per process: every instance of a revision used to share the
+    // revision's name here, so their spans could not be told apart.
+    let instance_id = cloud_run_instance.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+    attributes.push(KeyValue::new("service.instance.id", instance_id));
     // The environment's own attributes are applied last so they win.
     builder
         .with_attributes(attributes)
@@ -79,6 +87,32 @@ fn resource() -> Resource {
             opentelemetry_sdk::resource::EnvResourceDetector::new(),
         ))
         .build()
+}
+
+/// The Cloud Run instance's id from the metadata server, which every
+/// instance has; `None` off Google Cloud (the address does not answer within
+/// a fraction of a second) or on any unexpected answer.
+fn cloud_run_instance_id() -> Option<String> {
+    use std::io::{Read, Write};
+    let metadata = std::net::SocketAddr::from(([169, 254, 169, 254], 80));
+    let timeout = std::time::Duration::from_millis(300);
+    let mut stream = std::net::TcpStream::connect_timeout(&metadata, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(
+            b"GET /computeMetadata/v1/instance/id HTTP/1.0\r\nHost: metadata.google.internal\r\nMetadata-Flavor: Google\r\n\r\n",
+        )
+        .ok()?;
+    let mut response = String::new();
+    stream.take(4096).read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let id = body.trim();
+    let ok = head.split(' ').nth(1) == Some("200")
+        && !id.is_empty()
+        && id.len() <= 256
+        && id.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| id.to_string())
 }
 
 /// Reads W3C trace context from request headers.

@@ -42,26 +42,97 @@ fn is_probe(route: &str) -> bool {
     matches!(route, "/health" | "/livez" | "/readyz" | "/metrics")
 }
 
+/// What the HTTP semantic conventions and Cloud Logging's `httpRequest` say
+/// about one request, read once from it.
+struct RequestFacts {
+    method: Method,
+    /// The matched route template; `None` for a 404 (the conventions name
+    /// such a span by its method alone).
+    route: Option<String>,
+    path: String,
+    protocol_version: &'static str,
+    server_address: Option<String>,
+    server_port: Option<u16>,
+    user_agent: Option<String>,
+    client_address: Option<String>,
+    request_size: Option<u64>,
+}
+
+/// The longest user agent kept: it is the client's free text.
+const USER_AGENT_LIMIT: usize = 256;
+
+impl RequestFacts {
+    fn of(request: &Request) -> Self {
+        let headers = request.headers();
+        let header = |name: axum::http::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let host = header(axum::http::header::HOST)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        let authority = host
+            .as_deref()
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok());
+        Self {
+            method: request.method().clone(),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string()),
+            path: request.uri().path().to_string(),
+            protocol_version: match request.version() {
+                axum::http::Version::HTTP_09 => "0.9",
+                axum::http::Version::HTTP_10 => "1.0",
+                axum::http::Version::HTTP_2 => "2",
+                axum::http::Version::HTTP_3 => "3",
+                _ => "1.1",
+            },
+            server_address: authority.as_ref().map(|a| a.host().to_string()),
+            server_port: authority.as_ref().and_then(|a| a.port_u16()),
+            user_agent: header(axum::http::header::USER_AGENT)
+                .map(|ua| ua.chars().take(USER_AGENT_LIMIT).collect()),
+            client_address: request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|peer| peer.0.ip().to_string()),
+            request_size: header(axum::http::header::CONTENT_LENGTH).and_then(|l| l.parse().ok()),
+        }
+    }
+
+    /// `{method} {route}`, or the method alone without a route.
+    fn span_name(&self) -> String {
+        match &self.route {
+            Some(route) => format!("{} {route}", self.method),
+            None => self.method.to_string(),
+        }
+    }
+
+    /// The route for metrics and logs (`unmatched` for a 404).
+    fn route_label(&self) -> &str {
+        self.route.as_deref().unwrap_or("unmatched")
+    }
+}
+
 /// Axum middleware: one server span per request. It must run after the
 /// request id middleware (so the id is set) and after routing (so the route
 /// template, not the raw path, names the span).
 pub async fn trace_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let facts = RequestFacts::of(&request);
+    let method = facts.method.clone();
+    let route = facts.route_label().to_string();
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let name = format!("{method} {route}");
+    let name = facts.span_name();
     let probe = is_probe(&route);
-    // Both spans have the same fields; only the level differs.
+    // Both spans have the same fields (the OpenTelemetry HTTP server
+    // conventions, then ours under `pyexec.`); only the level differs.
     macro_rules! server_span {
         ($level:ident) => {
             tracing::$level!(
@@ -70,13 +141,23 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
                 otel.kind = "server",
                 otel.status_code = Empty,
                 http.request.method = %method,
-                http.route = %route,
+                http.route = Empty,
                 http.response.status_code = Empty,
-                request_id = %request_id,
-                tenant = Empty,
-                script.sha256 = Empty,
-                outcome = Empty,
+                http.request.body.size = Empty,
+                http.response.body.size = Empty,
+                url.path = %facts.path,
+                url.scheme = "http",
+                server.address = Empty,
+                server.port = Empty,
+                network.protocol.name = "http",
+                network.protocol.version = facts.protocol_version,
+                user_agent.original = Empty,
+                client.address = Empty,
                 error.type = Empty,
+                pyexec.request_id = %request_id,
+                pyexec.tenant = Empty,
+                pyexec.script.sha256_prefix = Empty,
+                pyexec.outcome = Empty,
             )
         };
     }
@@ -89,6 +170,24 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     // a new one. (Errors only when no OpenTelemetry layer is installed.)
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     let _ = span.set_parent(parent);
+    if let Some(route) = &facts.route {
+        span.record("http.route", route.as_str());
+    }
+    if let Some(address) = &facts.server_address {
+        span.record("server.address", address.as_str());
+    }
+    if let Some(port) = facts.server_port {
+        span.record("server.port", i64::from(port));
+    }
+    if let Some(agent) = &facts.user_agent {
+        span.record("user_agent.original", agent.as_str());
+    }
+    if let Some(client) = &facts.client_address {
+        span.record("client.address", client.as_str());
+    }
+    if let Some(size) = facts.request_size {
+        span.record("http.request.body.size", size as i64);
+    }
 
     let info = Arc::new(RequestInfo {
         request_id,
@@ -115,10 +214,17 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     }
     let outcome = *info.outcome.lock();
     if let Some(outcome) = outcome {
-        span.record("outcome", outcome);
+        span.record("pyexec.outcome", outcome);
         if outcome != "success" {
             span.record("error.type", outcome);
         }
+    } else if status.is_server_error() {
+        // The conventions' fallback: the status code names the error.
+        span.record("error.type", status.as_str());
+    }
+    let response_size = hyper::body::Body::size_hint(response.body()).exact();
+    if let Some(size) = response_size {
+        span.record("http.response.body.size", size as i64);
     }
     // The response names the trace, so a client can hand its id to an operator.
     TraceContextPropagator::new()
@@ -130,21 +236,52 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
     let latency_ms = took.as_secs_f64() * 1000.0;
     // The access log line, inside the span so it carries the trace fields, and
     // back in the request's context so it carries its id and tenant.
+    // Cloud Logging's `httpRequest` (the log formatter nests the
+    // `httpRequest.*` fields), so Logs Explorer shows and filters it as a
+    // request line; int64 fields are strings, as in the LogEntry JSON.
+    let http = HttpRequestLog {
+        latency: format!("{:.6}s", took.as_secs_f64()),
+        request_size: facts.request_size.map(|n| n.to_string()),
+        response_size: response_size.map(|n| n.to_string()),
+        protocol: format!("HTTP/{}", facts.protocol_version),
+    };
     let log = || {
+        macro_rules! access_log {
+            ($level:ident) => {
+                tracing::$level!(
+                    status = status.as_u16(),
+                    latency_ms,
+                    route = %route,
+                    outcome = outcome.unwrap_or(""),
+                    httpRequest.requestMethod = %method,
+                    httpRequest.requestUrl = %facts.path,
+                    httpRequest.status = status.as_u16(),
+                    httpRequest.requestSize = http.request_size.as_deref(),
+                    httpRequest.responseSize = http.response_size.as_deref(),
+                    httpRequest.userAgent = facts.user_agent.as_deref(),
+                    httpRequest.remoteIp = facts.client_address.as_deref(),
+                    httpRequest.latency = %http.latency,
+                    httpRequest.protocol = %http.protocol,
+                    "request completed"
+                )
+            };
+        }
         if probe || method == Method::OPTIONS {
-            tracing::debug!(status = status.as_u16(), latency_ms, route = %route, "request completed");
+            access_log!(debug);
         } else {
-            tracing::info!(
-                status = status.as_u16(),
-                latency_ms,
-                route = %route,
-                outcome = outcome.unwrap_or(""),
-                "request completed"
-            );
+            access_log!(info);
         }
     };
     REQUEST.sync_scope(info.clone(), || span.in_scope(log));
     response
+}
+
+/// The parts of Cloud Logging's `HttpRequest` that are formatted for it.
+struct HttpRequestLog {
+    latency: String,
+    request_size: Option<String>,
+    response_size: Option<String>,
+    protocol: String,
 }
 
 /// Set once the drain deadline has passed: requests dropped after it were
@@ -180,7 +317,7 @@ impl Drop for Unanswered {
             (499, "client-closed")
         };
         metrics().http_request_finished(tenant, &self.route, status, took);
-        info.span.record("outcome", outcome);
+        info.span.record("pyexec.outcome", outcome);
         info.span.record("error.type", outcome);
         let span = info.span.clone();
         let route = &self.route;
@@ -212,7 +349,7 @@ impl Drop for Unanswered {
 pub fn set_tenant(tenant: &str) {
     let _ = REQUEST.try_with(|info| {
         let _ = info.tenant.set(tenant.to_string());
-        info.span.record("tenant", tenant);
+        info.span.record("pyexec.tenant", tenant);
     });
 }
 
@@ -234,7 +371,7 @@ pub fn set_outcome(outcome: &'static str) {
 /// Records the script's hash prefix on the server span.
 pub fn set_script_sha256(prefix: &str) {
     let _ = REQUEST.try_with(|info| {
-        info.span.record("script.sha256", prefix);
+        info.span.record("pyexec.script.sha256_prefix", prefix);
     });
 }
 

@@ -28,33 +28,33 @@ pub fn script_sha256_prefix(script: &str) -> String {
 }
 
 pub fn record_outcome(span: &Span, outcome: &str) {
-    span.record("outcome", outcome);
+    span.record("pyexec.outcome", outcome);
 }
 
 pub fn authenticate() -> Span {
     tracing::info_span!(
         "authenticate",
-        auth.scheme = "bearer",
-        tenant = Empty,
-        outcome = Empty
+        pyexec.auth.scheme = "bearer",
+        pyexec.tenant = Empty,
+        pyexec.outcome = Empty
     )
 }
 
 pub fn validate() -> Span {
     tracing::info_span!(
         "validate",
-        request.body_bytes = Empty,
-        script.sha256 = Empty,
-        outcome = Empty
+        http.request.body.size = Empty,
+        pyexec.script.sha256_prefix = Empty,
+        pyexec.outcome = Empty
     )
 }
 
 pub fn rate_limit(tenant: &str) -> Span {
-    tracing::info_span!("rate_limit", tenant = %tenant, outcome = Empty)
+    tracing::info_span!("rate_limit", pyexec.tenant = %tenant, pyexec.outcome = Empty)
 }
 
 pub fn quota(tenant: &str) -> Span {
-    tracing::info_span!("quota", tenant = %tenant, outcome = Empty)
+    tracing::info_span!("quota", pyexec.tenant = %tenant, pyexec.outcome = Empty)
 }
 
 /// `cache.result` is `hit`, `miss` or `bypass`; [`record_cache`] sets it and
@@ -62,15 +62,15 @@ pub fn quota(tenant: &str) -> Span {
 pub fn cache_lookup(tenant: &str) -> Span {
     tracing::info_span!(
         "cache.lookup",
-        tenant = %tenant,
-        cache.result = Empty,
-        outcome = Empty
+        pyexec.tenant = %tenant,
+        pyexec.cache.result = Empty,
+        pyexec.outcome = Empty
     )
 }
 
 pub fn record_cache(span: &Span, tenant: &str, result: &str) {
-    span.record("cache.result", result);
-    span.record("outcome", result);
+    span.record("pyexec.cache.result", result);
+    span.record("pyexec.outcome", result);
     metrics().cache_lookup(tenant, result);
 }
 

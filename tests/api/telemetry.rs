@@ -236,15 +236,15 @@ async fn execute_spans_continue_the_callers_trace_and_carry_no_script_args_outpu
 
     let sha = hex::encode(&Sha256::digest(script.as_bytes())[..8]);
     assert_eq!(
-        string_attribute(server_span, "tenant").as_deref(),
+        string_attribute(server_span, "pyexec.tenant").as_deref(),
         Some("default")
     );
     assert_eq!(
-        string_attribute(server_span, "script.sha256"),
+        string_attribute(server_span, "pyexec.script.sha256_prefix"),
         Some(sha.clone())
     );
     assert_eq!(
-        string_attribute(server_span, "outcome").as_deref(),
+        string_attribute(server_span, "pyexec.outcome").as_deref(),
         Some("success")
     );
     assert_eq!(
@@ -255,27 +255,109 @@ async fn execute_spans_continue_the_callers_trace_and_carry_no_script_args_outpu
         string_attribute(server_span, "http.route").as_deref(),
         Some("/execute")
     );
+    // The HTTP server conventions, by the names the conventions' own crate
+    // defines.
+    use opentelemetry_semantic_conventions::trace as semconv;
+    let text = |key: &str| string_attribute(server_span, key);
+    assert_eq!(text(semconv::HTTP_REQUEST_METHOD).as_deref(), Some("POST"));
+    assert_eq!(text(semconv::URL_PATH).as_deref(), Some("/execute"));
+    assert_eq!(text(semconv::URL_SCHEME).as_deref(), Some("http"));
+    assert_eq!(text(semconv::SERVER_ADDRESS).as_deref(), Some("127.0.0.1"));
+    assert!(int_attribute(server_span, semconv::SERVER_PORT).is_some_and(|p| p > 0));
+    assert_eq!(
+        text(semconv::NETWORK_PROTOCOL_VERSION).as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(text(semconv::CLIENT_ADDRESS).as_deref(), Some("127.0.0.1"));
+    assert!(text(semconv::USER_AGENT_ORIGINAL).is_some());
+    assert!(int_attribute(server_span, "http.request.body.size").is_some_and(|n| n > 0));
+    assert!(int_attribute(server_span, "http.response.body.size").is_some_and(|n| n > 0));
+    // Ours are under `pyexec.`, and none of tracing's bookkeeping is exported.
+    for span in &spans {
+        for attribute in &span.attributes {
+            let key = attribute.key.as_str();
+            assert!(
+                ![
+                    "busy_ns",
+                    "idle_ns",
+                    "target",
+                    "thread.id",
+                    "thread.name",
+                    "level"
+                ]
+                .contains(&key)
+                    && !key.starts_with("code."),
+                "`{key}` on `{}`",
+                span.name
+            );
+            let standard = [
+                "http.",
+                "url.",
+                "server.",
+                "client.",
+                "network.",
+                "user_agent.",
+                "error.",
+                "otel.",
+            ];
+            assert!(
+                key.starts_with("pyexec.") || standard.iter().any(|p| key.starts_with(p)),
+                "`{key}` on `{}` is neither a convention's nor under pyexec.",
+                span.name
+            );
+        }
+    }
 
     let run = named(&spans, "sandbox.run");
-    assert_eq!(string_attribute(run, "outcome").as_deref(), Some("success"));
-    assert_eq!(string_attribute(run, "script.sha256"), Some(sha));
+    assert_eq!(
+        string_attribute(run, "pyexec.outcome").as_deref(),
+        Some("success")
+    );
+    assert_eq!(
+        string_attribute(run, "pyexec.script.sha256_prefix"),
+        Some(sha)
+    );
     assert!(matches!(
-        string_attribute(run, "sandbox.mode").as_deref(),
+        string_attribute(run, "pyexec.sandbox.mode").as_deref(),
         Some("warm" | "cold")
     ));
-    assert!(int_attribute(run, "peak_memory_bytes").is_some_and(|b| b > 0));
-    assert!(int_attribute(run, "cpu_time_ms").is_some());
+    assert!(int_attribute(run, "pyexec.sandbox.peak_memory_bytes").is_some_and(|b| b > 0));
+    assert!(int_attribute(run, "pyexec.sandbox.cpu_time_ms").is_some());
     assert_eq!(
-        int_attribute(run, "stdout_bytes"),
+        int_attribute(run, "pyexec.sandbox.stdout_bytes"),
         Some(OUTPUT_MARKER.len() as i64 + 1)
     );
     assert_eq!(
-        string_attribute(named(&spans, "cache.lookup"), "cache.result").as_deref(),
+        string_attribute(named(&spans, "cache.lookup"), "pyexec.cache.result").as_deref(),
         Some("bypass")
     );
     assert_eq!(
-        string_attribute(named(&spans, "authenticate"), "tenant").as_deref(),
+        string_attribute(named(&spans, "authenticate"), "pyexec.tenant").as_deref(),
         Some("default")
+    );
+
+    // A path with no route: the span is named by its method alone, with no
+    // http.route (the conventions' rule for an unmatched request).
+    let (header, trace_id, _) = traceparent();
+    let missing = server
+        .api
+        .client
+        .get(server.api.url("/no-such-path"))
+        .header("traceparent", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let spans = receiver.wait_for_trace(&trace_id, "GET").await;
+    let unmatched = named(&spans, "GET");
+    assert_eq!(string_attribute(unmatched, "http.route"), None);
+    assert_eq!(
+        string_attribute(unmatched, "url.path").as_deref(),
+        Some("/no-such-path")
+    );
+    assert_eq!(
+        int_attribute(unmatched, "http.response.status_code"),
+        Some(404)
     );
 
     let everything = receiver.everything();
@@ -314,7 +396,7 @@ async fn a_failed_run_is_marked_with_its_problem_type_and_signal_on_cloud_run() 
     let spans = receiver.wait_for_trace(&trace_id, "POST /execute").await;
     let server_span = named(&spans, "POST /execute");
     assert_eq!(
-        string_attribute(server_span, "outcome").as_deref(),
+        string_attribute(server_span, "pyexec.outcome").as_deref(),
         Some("sandbox-killed")
     );
     assert_eq!(
@@ -323,11 +405,11 @@ async fn a_failed_run_is_marked_with_its_problem_type_and_signal_on_cloud_run() 
     );
     let run = named(&spans, "sandbox.run");
     assert_eq!(
-        string_attribute(run, "outcome").as_deref(),
+        string_attribute(run, "pyexec.outcome").as_deref(),
         Some("sandbox-killed")
     );
     assert_eq!(
-        int_attribute(run, "exit.signal"),
+        int_attribute(run, "pyexec.sandbox.exit_signal"),
         Some(libc::SIGSEGV as i64)
     );
 
@@ -338,6 +420,11 @@ async fn a_failed_run_is_marked_with_its_problem_type_and_signal_on_cloud_run() 
     assert_eq!(get("faas.version"), Some("pyexec-svc-00042-abc"));
     assert_eq!(get("cloud.platform"), Some("gcp_cloud_run"));
     assert_eq!(get("service.version"), Some(env!("CARGO_PKG_VERSION")));
+    // One id per process, not the revision every instance shares (off Google
+    // Cloud the metadata server does not answer, so it is random).
+    let instance = get("service.instance.id").expect("service.instance.id");
+    assert_ne!(instance, "pyexec-svc-00042-abc");
+    assert!(instance.len() == 32 && instance.bytes().all(|b| b.is_ascii_hexdigit()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +474,34 @@ async fn log_lines_are_json_with_severity_message_and_the_cloud_logging_trace_fi
     assert_eq!(access["logging.googleapis.com/trace_sampled"], true);
     assert_eq!(access["request_id"], request_id.as_str());
     assert_eq!(access["tenant"], "default");
+    assert_eq!(access["logging.googleapis.com/labels"]["tenant"], "default");
     assert_eq!(access["status"], 200);
+    // Cloud Logging's HttpRequest, with its field names and formats.
+    let http = &access["httpRequest"];
+    assert_eq!(http["requestMethod"], "POST");
+    assert_eq!(http["requestUrl"], "/execute");
+    assert_eq!(http["status"], 200);
+    assert_eq!(http["remoteIp"], "127.0.0.1");
+    assert_eq!(http["protocol"], "HTTP/1.1");
+    assert!(http["userAgent"].is_string(), "{http}");
+    for size in ["requestSize", "responseSize"] {
+        assert!(
+            http[size]
+                .as_str()
+                .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 0)),
+            "{size}: {http}"
+        );
+    }
+    let latency = http["latency"].as_str().unwrap();
+    assert!(
+        latency.ends_with('s') && latency.trim_end_matches('s').parse::<f64>().is_ok(),
+        "{latency}"
+    );
+    // Values are JSON of their own type, never a Rust Debug string.
+    for entry in &entries {
+        let line = entry.to_string();
+        assert!(!line.contains("Some(") && !line.contains("[\\\""), "{line}");
+    }
     let everything = lines.join("\n");
     for secret in [SCRIPT_MARKER, ARG_MARKER, OUTPUT_MARKER, API_KEY] {
         assert!(!everything.contains(secret), "`{secret}` was logged");

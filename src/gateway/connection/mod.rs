@@ -11,6 +11,7 @@
 //! and their response bodies do.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, Response, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -207,9 +208,9 @@ impl Server {
         loop {
             // Finished connections leave the set as new ones come.
             while connections.try_join_next().is_some() {}
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok((stream, peer)) => (stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: the listener
                         // itself is fine, so wait a moment and go on.
@@ -237,7 +238,7 @@ impl Server {
             // keep-alive requests.
             let _ = stream.set_nodelay(true);
             let counted = Counted::new(shared.clone());
-            connections.spawn(serve_connection(counted, stream, lane, stop.clone()));
+            connections.spawn(serve_connection(counted, stream, peer, lane, stop.clone()));
         }
         drop(self.listener);
         let mut open = shared.open.subscribe();
@@ -406,6 +407,7 @@ impl Drop for Counted {
 async fn serve_connection(
     counted: Counted,
     stream: TcpStream,
+    peer: SocketAddr,
     lane: Lane,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -413,7 +415,9 @@ async fn serve_connection(
     let activity = Arc::new(Activity::new());
     let service = {
         let (shared, activity) = (shared.clone(), activity.clone());
-        hyper::service::service_fn(move |request| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            // The client's address, for the request's span and access log.
+            request.extensions_mut().insert(ConnectInfo(peer));
             let respond = shared.clone().respond(request, lane, activity.clone());
             async move { Ok::<_, Infallible>(respond.await) }
         })

@@ -269,7 +269,7 @@ impl WarmPool {
         ));
         match tokio::time::timeout(Duration::from_secs(60), ready_rx).await {
             Ok(Ok(python)) => {
-                tracing::info!(generation, python = %python, preload = ?self.config.preload, "warm zygote ready");
+                tracing::info!(generation, python = %python, preload = %self.config.preload.join(","), "warm zygote ready");
                 Ok(zygote)
             }
             _ => {

@@ -114,6 +114,7 @@ impl SpawnedServer {
             base: format!("http://{addr}"),
             ops_base: format!("http://{operator_addr}"),
             client: reqwest::Client::builder()
+                .user_agent("pyexec-integration-tests")
                 .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(120))
                 .build()
