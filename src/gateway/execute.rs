@@ -27,6 +27,10 @@ use crate::stores::rate::{RateDecision, ceil_secs};
 use crate::telemetry::{self, spans};
 use crate::tenants::{RateLimitPolicy, Tenant};
 
+/// Run a script's `main()` in a fresh sandbox and return what it returned.
+///
+/// The answer may come from the tenant's result cache (see `Cache-Status`).
+/// Every failure is an RFC 9457 problem.
 #[utoipa::path(post, path = "/execute", tag = "execute",
     request_body(content = ExecuteRequest, content_type = "application/json"),
     responses(super::openapi::ExecuteResponses), security(("bearer" = [])))]

@@ -31,6 +31,7 @@ pub struct HealthBody {
     temp_writable: Value,
     /// `v1` or `v2`; absent when no cgroup hierarchy could be used.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     cgroup: Option<&'static str>,
     sandbox: SandboxHealth,
     policies: PoliciesHealth,
@@ -68,6 +69,7 @@ struct RedisHealth {
     enabled: bool,
     /// Whether Redis answers; absent when it is not configured.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     available: Option<bool>,
 }
 
@@ -95,6 +97,7 @@ pub struct StatusBody {
     status: &'static str,
     /// While not ready: the sandbox self-test's state.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     self_test: Option<SelfTestState>,
 }
 
@@ -107,6 +110,8 @@ impl StatusBody {
     }
 }
 
+/// Whether scripts can run, and why not.
+///
 /// The original service's health JSON plus what the sandbox self-test found.
 /// 503 while the sandbox cannot run scripts, so a probe on it is meaningful.
 ///
@@ -154,12 +159,16 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// Liveness: the process is up.
 #[utoipa::path(get, path = "/livez", tag = "operations",
     responses((status = 200, description = "The process is up.", body = StatusBody)))]
 pub async fn livez() -> impl IntoResponse {
     StatusBody::of("alive")
 }
 
+/// Readiness: policies loaded and the sandbox self-test passed.
+///
+/// 503 while starting and while draining after SIGTERM.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Policies loaded, sandbox self-test passed.", body = StatusBody),
     (status = 503, description = "Not ready yet, or draining after SIGTERM.", body = StatusBody)))]

@@ -259,8 +259,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the routes [`router`] serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = api_routes().into_openapi();
-    // After the paths are in: these headers belong to every operation.
+    // After the paths (and the schemas they bring) are in: these headers
+    // belong to every operation, and the bound to the request's schema.
     utoipa::Modify::modify(&openapi::CommonHeaders, &mut document);
+    utoipa::Modify::modify(&openapi::RequestBounds, &mut document);
     document
 }
 

@@ -34,6 +34,7 @@ use super::health::{HealthBody, StatusBody};
 Errors are RFC 9457 `application/problem+json`.",
         license(name = "Apache-2.0")
     ),
+    servers((url = "http://localhost:8080", description = "A server started by scripts/run.sh; a deployment is at its own URL")),
     components(schemas(ExecuteRequest, ExecuteResult, Problem, HealthBody, StatusBody)),
     modifiers(&BearerAuth),
     tags((name = "execute", description = "Run a script"),
@@ -224,7 +225,10 @@ pub(super) struct CommonHeaders;
 
 impl Modify for CommonHeaders {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Probe spans are recorded at DEBUG only, so by default their
+            // answers carry no trace context.
+            let traced = !crate::telemetry::request::is_probe(path);
             for operation in [
                 &mut item.get,
                 &mut item.post,
@@ -235,6 +239,9 @@ impl Modify for CommonHeaders {
             .into_iter()
             .flatten()
             {
+                // A route without the bearer scheme needs no credential; say
+                // so instead of leaving it to a global default.
+                operation.security.get_or_insert_with(Vec::new);
                 let parameters = operation.parameters.get_or_insert_with(Vec::new);
                 parameters.push(
                     ParameterBuilder::new()
@@ -264,10 +271,12 @@ impl Modify for CommonHeaders {
                             "X-Request-Id".into(),
                             string_header("The request's id (echoed or generated); it is in every log line of the request."),
                         );
-                        response.headers.insert(
-                            "traceparent".into(),
-                            string_header("W3C trace context of the request's server span (`00-<trace id>-<span id>-<flags>`)."),
-                        );
+                        if traced {
+                            response.headers.insert(
+                                "traceparent".into(),
+                                string_header("W3C trace context of the request's server span (`00-<trace id>-<span id>-<flags>`)."),
+                            );
+                        }
                     }
                 }
             }
@@ -275,7 +284,47 @@ impl Modify for CommonHeaders {
     }
 }
 
-/// The document served at `/openapi.json`, built once.
+/// The bounds of the request body's fields that serde's types cannot say:
+/// `timeout_ms` at most the largest any tenant's policy can allow
+/// (`spec.sandbox.wallTimeoutMs`; a smaller one may still be over a tenant's
+/// own limit, and the 400 names it), a `script` with something in it and no
+/// NUL, and `args` keys that are Python identifiers.
+pub(super) struct RequestBounds;
+
+impl Modify for RequestBounds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        let Some(RefOr::T(Schema::Object(request))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("ExecuteRequest"))
+        else {
+            return;
+        };
+        fn property<'a>(request: &'a mut Object, name: &str) -> Option<&'a mut Object> {
+            match request.properties.get_mut(name) {
+                Some(RefOr::T(Schema::Object(object))) => Some(object),
+                _ => None,
+            }
+        }
+        if let Some(timeout) = property(request, "timeout_ms") {
+            timeout.maximum = Some(crate::defaults::MAX_WALL_TIMEOUT_MS.into());
+        }
+        if let Some(script) = property(request, "script") {
+            script.min_length = Some(1);
+            script.pattern = Some(r"^[^\u0000]*[^\s\u0000][^\u0000]*$".into());
+        }
+        if let Some(args) = property(request, "args") {
+            let mut identifier = Object::with_type(Type::String);
+            identifier.pattern = Some(r"^[A-Za-z_][A-Za-z0-9_]*$".into());
+            args.property_names = Some(Box::new(Schema::Object(identifier)));
+        }
+    }
+}
+
+/// This API's OpenAPI document.
+///
+/// Built once from the handlers' annotations and the body types.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This document (OpenAPI 3.1).", content_type = "application/json")))]
 pub async fn openapi_json() -> impl IntoResponse {

@@ -38,7 +38,7 @@ struct RequestInfo {
 
 /// Routes polled by probes and scrapers: their spans and access logs are at
 /// DEBUG so they neither fill Cloud Trace nor the log.
-fn is_probe(route: &str) -> bool {
+pub fn is_probe(route: &str) -> bool {
     matches!(route, "/health" | "/livez" | "/readyz" | "/metrics")
 }
 

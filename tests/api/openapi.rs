@@ -237,3 +237,119 @@ fn the_readme_status_table_lists_the_documented_problem_types() {
         .collect();
     assert_eq!(in_readme, documented);
 }
+
+/// What a client generator and an API linter look for: servers, a summary
+/// per operation, `security: []` where no credential is needed, no nullable
+/// field the server never sends, the request's bounds.
+#[tokio::test]
+async fn the_document_says_what_clients_and_linters_need() {
+    let (_, document) = served_document().await;
+    assert!(document["servers"][0]["url"].is_string());
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let summary = operation["summary"].as_str().unwrap_or("");
+            assert!(
+                !summary.is_empty() && !summary.contains('\n'),
+                "{method} {path}"
+            );
+            let security = &operation["security"];
+            if path == "/execute" {
+                assert_eq!(security, &json!([{"bearer": []}]));
+            } else {
+                assert_eq!(security, &json!([]), "{method} {path} is public");
+            }
+            // Probes carry no trace context (their spans are DEBUG only).
+            let headers = &operation["responses"]["200"]["headers"];
+            let probe = ["/health", "/livez", "/readyz"].contains(&path.as_str());
+            assert_eq!(headers.get("traceparent").is_none(), probe, "{path}");
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    for name in ["Problem", "ExecuteResult", "HealthBody"] {
+        let text = schemas[name].to_string();
+        assert!(
+            !text.contains("\"null\""),
+            "{name} has nullable fields: {text}"
+        );
+    }
+    let request = &schemas["ExecuteRequest"]["properties"];
+    assert_eq!(
+        request["timeout_ms"]["maximum"],
+        json!(pyexec::defaults::MAX_WALL_TIMEOUT_MS)
+    );
+    assert_eq!(request["script"]["minLength"], 1);
+    assert!(request["args"]["propertyNames"]["pattern"].is_string());
+}
+
+/// The real tools on the real document and server: openapi-spec-validator
+/// accepts the document, and a bounded Schemathesis pass (every check, a few
+/// hundred generated requests, a fixed seed so a failure replays) finds no
+/// response that breaks it. The tenant allows the longest `timeout_ms` the
+/// schema does, so every schema-valid request is one the server must take.
+#[test]
+fn the_document_passes_its_validator_and_schemathesis_against_a_real_server() {
+    let tools = std::path::PathBuf::from(
+        std::env::var("PYEXEC_TOOLS").unwrap_or_else(|_| "/opt/pyexec/tools/bin".into()),
+    );
+    let key = "pyx_schemathesis_fuzz_key";
+    let policies = crate::common::PolicyDir::new();
+    policies.write(
+        "fuzz",
+        &crate::common::tenant_yaml(
+            "fuzz",
+            key,
+            &format!(
+                "  sandbox:\n    wallTimeoutMs: {}\n",
+                pyexec::defaults::MAX_WALL_TIMEOUT_MS
+            ),
+        ),
+    );
+    let server = crate::common::SpawnedServer::start_with(crate::common::SpawnOptions {
+        policies: Some(policies.path()),
+        ..Default::default()
+    });
+    let schema_url = server.api.url("/openapi.json");
+    let document = std::process::Command::new("curl")
+        .args(["-sf", &schema_url])
+        .output()
+        .expect("curl");
+    let file = policies.path().join("openapi.json");
+    std::fs::write(&file, &document.stdout).unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        let output = std::process::Command::new(tools.join(tool))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{tool}: {e} (bash scripts/setup.sh --for-tests installs it)")
+            });
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{tool} failed:\n{said}");
+        said
+    };
+    run("openapi-spec-validator", &[file.to_str().unwrap()]);
+    let config = crate::common::repo_path("tests/schemathesis/schemathesis.toml");
+    let authorization = format!("Authorization: Bearer {key}");
+    let said = run(
+        "schemathesis",
+        &[
+            "--config-file",
+            config.to_str().unwrap(),
+            "run",
+            &schema_url,
+            "--header",
+            &authorization,
+            "--checks",
+            "all",
+            "--max-examples",
+            "100",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+    );
+    assert!(said.contains("passed"), "{said}");
+}

@@ -25,7 +25,7 @@ pub(super) fn sandbox_policy(
         spec.wall_timeout_ms,
         "wallTimeoutMs",
         100,
-        600_000,
+        crate::defaults::MAX_WALL_TIMEOUT_MS,
         defaults.wall_timeout.as_millis() as u64,
     )?;
     let limits = Limits {
