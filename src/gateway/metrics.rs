@@ -33,6 +33,22 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             runs_that_waited_for_a_runner: pool.runs_that_waited_for_a_runner,
         });
     }
+    // Each daily quota against today's use, so a tenant running out shows
+    // before its requests are refused (one store read per tenant with a quota).
+    let registry = state.policies.registry();
+    for tenant in registry.tenants() {
+        let quota = &tenant.quota;
+        if quota.executions_per_day.is_none() && quota.cpu_seconds_per_day.is_none() {
+            continue;
+        }
+        let usage = state.quota.usage(&tenant.name).await;
+        if let Some(limit) = quota.executions_per_day {
+            m.set_quota(&tenant.name, "executions", limit, usage.executions);
+        }
+        if let Some(limit) = quota.cpu_seconds_per_day {
+            m.set_quota(&tenant.name, "cpu_seconds", limit, usage.cpu.as_secs());
+        }
+    }
     if let Some(redis) = &state.redis {
         let health = redis.health();
         let count = |field: &str| health[field].as_u64().unwrap_or(0);

@@ -54,6 +54,8 @@ pub struct Metrics {
     redis_quota_writes_flushed: IntCounter,
     redis_cache_values_too_large: IntCounter,
     sandbox_cpu: CounterVec,
+    quota_used: IntGaugeVec,
+    quota_limit: IntGaugeVec,
 }
 
 /// The warm pool's state, read from the pool at scrape time.
@@ -295,6 +297,16 @@ impl Metrics {
                 "redis_cache_values_too_large_total",
                 "Results too large to share through Redis (kept in memory only).",
             ),
+            quota_used: gauge_vec(
+                "quota_used",
+                "Today's use of each daily quota (UTC day), by tenant and quota (executions, cpu_seconds); sampled at scrape time.",
+                &["tenant", "quota"],
+            ),
+            quota_limit: gauge_vec(
+                "quota_limit",
+                "Each tenant's daily quota, by quota (executions, cpu_seconds).",
+                &["tenant", "quota"],
+            ),
             sandbox_cpu,
             registry,
             process,
@@ -444,6 +456,17 @@ impl Metrics {
             &self.redis_cache_values_too_large,
             sample.cache_values_too_large,
         );
+    }
+
+    /// One tenant's daily quota (`quota`: `executions` or `cpu_seconds`):
+    /// its limit and today's use.
+    pub fn set_quota(&self, tenant: &str, quota: &str, limit: u64, used: u64) {
+        self.quota_limit
+            .with_label_values(&[tenant, quota])
+            .set(limit as i64);
+        self.quota_used
+            .with_label_values(&[tenant, quota])
+            .set(used as i64);
     }
 
     pub fn set_warm_pool(&self, sample: WarmPoolSample) {

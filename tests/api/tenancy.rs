@@ -320,6 +320,16 @@ async fn quotas_stop_a_tenant_for_the_rest_of_the_utc_day_then_reset() {
         "beta",
         &tenant_yaml("beta", BETA_KEY, "  quota: {cpuSecondsPerDay: 1}\n"),
     );
+    // A name no other test uses: the metrics registry is the process's.
+    const WATCHED_KEY: &str = "pyx_quota_watched_tenant_key";
+    dir.write(
+        "quota-watched",
+        &tenant_yaml(
+            "quota-watched",
+            WATCHED_KEY,
+            "  quota: {executionsPerDay: 3, cpuSecondsPerDay: 50}\n",
+        ),
+    );
     // 23:00 UTC; the test moves the store's clock past midnight.
     let seconds = Arc::new(AtomicU64::new(20_000 * 86_400 + 23 * 3600));
     let clock_seconds = seconds.clone();
@@ -357,6 +367,23 @@ async fn quotas_stop_a_tenant_for_the_rest_of_the_utc_day_then_reset() {
     let r = server.execute_with_key(ok_body(), BETA_KEY).await;
     r.assert_problem(429, "quota-exceeded");
     assert!(r.body["detail"].as_str().unwrap().contains("CPU-seconds"));
+
+    // The operator sees each quota against today's use before it runs out.
+    server
+        .execute_with_key(ok_body(), WATCHED_KEY)
+        .await
+        .assert_ok();
+    let text = server.scrape().await;
+    let series = |name: &str, quota: &str| {
+        crate::common::sample(
+            &text,
+            &format!(r#"pyexec_quota_{name}{{quota="{quota}",tenant="quota-watched"}}"#),
+        )
+    };
+    assert_eq!(series("limit", "executions"), 3.0, "{text}");
+    assert_eq!(series("used", "executions"), 1.0);
+    assert_eq!(series("limit", "cpu_seconds"), 50.0);
+    assert_eq!(series("used", "cpu_seconds"), 0.0);
 
     seconds.fetch_add(3600, Ordering::SeqCst);
     server
