@@ -129,6 +129,84 @@ async fn execute(client: &reqwest::Client, server: &Server, script: &str) -> Dur
     start.elapsed()
 }
 
+/// One request, end to end, with the server's own account of its phases
+/// (`Server-Timing`, milliseconds).
+async fn execute_timed(
+    client: &reqwest::Client,
+    server: &Server,
+    script: &str,
+) -> (f64, Vec<(String, f64)>) {
+    let start = Instant::now();
+    let response = client
+        .post(format!("{}/execute", server.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "script": script, "cache": false }))
+        .send()
+        .await
+        .expect("request answered");
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let status = response.status();
+    let _ = response.bytes().await;
+    let took = start.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(status, 200, "benchmark request failed");
+    let phases = timing
+        .split(", ")
+        .filter_map(|m| m.split_once(";dur="))
+        .filter_map(|(name, ms)| Some((name.to_string(), ms.parse().ok()?)))
+        .collect();
+    (took, phases)
+}
+
+/// Back to back on one kept-alive connection, `n` requests: per phase and
+/// end to end, p50/p90/p99/max in ms, and what the request spent outside its
+/// script (end to end minus `run`) at the median.
+async fn back_to_back(
+    client: &reqwest::Client,
+    server: &Server,
+    name: &str,
+    script: &str,
+    n: usize,
+) {
+    let mut by_phase: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let mut end_to_end = Vec::with_capacity(n);
+    let mut outside = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (took, phases) = execute_timed(client, server, script).await;
+        let run = phases
+            .iter()
+            .find(|(p, _)| p == "run")
+            .map_or(0.0, |(_, ms)| *ms);
+        end_to_end.push(took);
+        outside.push(took - run);
+        for (phase, ms) in phases {
+            by_phase.entry(phase).or_default().push(ms);
+        }
+    }
+    let stats = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let at = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
+        (at(0.5), at(0.9), at(0.99), *values.last().unwrap())
+    };
+    println!("\nBack to back, {name}, {n} requests on one connection (ms):\n");
+    println!("| phase | p50 | p90 | p99 | max |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut rows: Vec<(String, Vec<f64>)> = by_phase.into_iter().collect();
+    rows.push(("end to end".into(), end_to_end));
+    rows.push(("outside the script".into(), outside));
+    for (phase, mut values) in rows {
+        let (p50, p90, p99, max) = stats(&mut values);
+        println!("| {phase} | {p50:.2} | {p90:.2} | {p99:.2} | {max:.2} |");
+        if phase == "end to end" {
+            println!("| (p99 / p50) | {:.1}× | | (≤ 2.5×) | |", p99 / p50);
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index].as_secs_f64() * 1000.0
@@ -437,6 +515,22 @@ async fn main() {
         Some(bench_mode(&binary, "cold", quick).await)
     };
     let warm = bench_mode(&binary, "warm", quick).await;
+    {
+        // The warm path's tail, phase by phase (issue 21's figures).
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        let server = start_server(&binary, "warm");
+        wait_ready(&client, &server).await;
+        let n = if quick { 60 } else { 300 };
+        for (name, script) in [("trivial", TRIVIAL), ("seed pandas", SEED_PANDAS)] {
+            for _ in 0..5 {
+                execute(&client, &server, script).await;
+            }
+            back_to_back(&client, &server, name, script, n).await;
+        }
+    }
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()

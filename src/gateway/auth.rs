@@ -30,9 +30,11 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // One registry snapshot per request: a reload never changes it mid-way.
+        let started = std::time::Instant::now();
         let registry = state.policies.registry();
         let span = spans::authenticate();
         let tenant = span.in_scope(|| authenticate(&registry, &parts.headers));
+        telemetry::request::record_phase("auth", started.elapsed());
         spans::record_outcome(&span, tenant.as_ref().map_or_else(|e| e.kind(), |_| "ok"));
         let tenant = tenant?;
         telemetry::request::set_tenant(&tenant.name);

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -76,16 +76,18 @@ async fn check_rate<'t>(
     // The stage's span is there for every request, limited or not, so a
     // trace always shows the same steps.
     let span = spans::rate_limit(&tenant.name);
+    let started = Instant::now();
     let Some(policy) = &tenant.rate_limit else {
         spans::record_outcome(&span, "ok");
         return Ok(None);
     };
-    let decision = match state
+    let checked = state
         .rate
         .check(&tenant.name, policy)
         .instrument(span.clone())
-        .await
-    {
+        .await;
+    telemetry::request::record_phase("rate", started.elapsed());
+    let decision = match checked {
         Ok(decision) => decision,
         Err(StoreUnavailable) => {
             spans::record_outcome(&span, "unavailable");
@@ -127,6 +129,7 @@ async fn run_request(
     charged: &OnceLock<QuotaUsage>,
 ) -> Result<Response, ApiError> {
     let validate = spans::validate();
+    let started = Instant::now();
     let request = async {
         require_json(headers)?;
         let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
@@ -135,6 +138,7 @@ async fn run_request(
     }
     .instrument(validate.clone())
     .await;
+    telemetry::request::record_phase("validate", started.elapsed());
     spans::record_outcome(&validate, outcome_of(&request));
     let request = request?;
     let script_sha = spans::script_sha256_prefix(&request.script);
@@ -245,6 +249,7 @@ async fn run_job(
     charged: &OnceLock<QuotaUsage>,
 ) -> Result<Bytes, ApiError> {
     let quota_span = spans::quota(&tenant.name);
+    let started = Instant::now();
     let admitted = state
         .quota
         .begin_execution(&tenant.name, &tenant.quota)
@@ -260,6 +265,7 @@ async fn run_job(
             }
             QuotaError::Unavailable(StoreUnavailable) => shared_store_unavailable(),
         });
+    telemetry::request::record_phase("quota", started.elapsed());
     spans::record_outcome(&quota_span, outcome_of(&admitted));
     let usage = admitted?;
     let report = match state.sandbox.execute(job, policy).await {

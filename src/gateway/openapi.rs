@@ -143,6 +143,13 @@ fn rate_limit_headers(response: ResponseBuilder) -> ResponseBuilder {
         )
 }
 
+fn server_timing(response: ResponseBuilder) -> ResponseBuilder {
+    response.header(
+        "Server-Timing",
+        string_header("W3C Server-Timing: each phase the request went through (`auth`, `rate`, `validate`, `quota`, `queue`, `handover` or `cgroup`, `run`) and `total`, in milliseconds, e.g. `auth;dur=0.065, run;dur=3.976, total;dur=5.750`."),
+    )
+}
+
 /// The responses of `POST /execute`, with their headers.
 pub struct ExecuteResponses;
 
@@ -171,9 +178,12 @@ impl IntoResponses for ExecuteResponses {
                 "Age",
                 integer_header("RFC 9111: seconds since the cached answer was computed; on a hit only."),
             );
-        responses.insert("200".into(), rate_limit_headers(ok).build().into());
+        responses.insert(
+            "200".into(),
+            server_timing(rate_limit_headers(ok)).build().into(),
+        );
         for (status, when) in EXECUTE_PROBLEMS {
-            let mut response = problem_response(*status, when);
+            let mut response = server_timing(problem_response(*status, when));
             // 401 and 403 are answered before the tenant's limits are looked at.
             if !matches!(status, 401 | 403) {
                 response = rate_limit_headers(response);

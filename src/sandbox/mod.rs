@@ -21,7 +21,7 @@ mod warm;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -371,10 +371,12 @@ impl Sandbox {
         }
         // telemetry (issue 6): the wait and the run are spans of their own.
         let queue = trace::sandbox_queue(self.queue_depth());
+        let waited = Instant::now();
         let permit = self
             .acquire_slot(&policy.share)
             .instrument(queue.clone())
             .await;
+        telemetry::request::record_phase("queue", waited.elapsed());
         trace::record_queue(&queue, &permit);
         let permit = permit?;
         self.runs_started.fetch_add(1, Ordering::Relaxed);
@@ -510,6 +512,7 @@ impl Sandbox {
                 // on tokio's blocking pool (this request waits for it; the
                 // background threads are for work nobody waits for).
                 let (cgroups, run_limits) = (cgroups.clone(), limits.clone());
+                let creating = Instant::now();
                 let run_cgroup =
                     tokio::task::spawn_blocking(move || cgroups.create_run(&run_limits, true))
                         .await
@@ -519,6 +522,7 @@ impl Sandbox {
                                 "cannot create the run's cgroup: {e}"
                             ))
                         })?;
+                telemetry::request::record_phase("cgroup", creating.elapsed());
                 let raw = self.run_cold(job, limits, &paths, &run_cgroup).await;
                 (raw, Teardown::new(run_cgroup, None))
             }
@@ -533,6 +537,7 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        telemetry::request::record_phase("run", raw.duration);
         let outcome = classify(conclude(&raw, limits), &usage, raw.signal, limits);
         let report = RunReport {
             outcome,

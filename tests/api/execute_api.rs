@@ -21,6 +21,46 @@ async fn seed_basic_example_returns_its_dict() {
     assert!(r.header("x-request-id").is_some());
 }
 
+/// `Server-Timing` says where an answer's time went, phase by phase, and
+/// the phases add up to no more than the total.
+#[tokio::test]
+async fn every_execute_answer_says_where_its_time_went() {
+    let s = server();
+    let r = s.run("def main():\n    return 1").await;
+    r.assert_ok();
+    let timing = r.header("server-timing").expect("a Server-Timing header");
+    let phases: Vec<(String, f64)> = timing
+        .split(", ")
+        .map(|metric| {
+            let (name, duration) = metric.split_once(";dur=").expect("name;dur=ms");
+            (name.to_string(), duration.parse().expect("milliseconds"))
+        })
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+    // (`rate` is there for a tenant with a rate limit; this one has none.)
+    for phase in ["auth", "validate", "quota", "queue", "run", "total"] {
+        assert!(names.contains(&phase), "{phase} missing in {timing}");
+    }
+    // A warm run was handed to a waiting runner; a cold one got a cgroup.
+    assert!(
+        names.contains(&"handover") || names.contains(&"cgroup"),
+        "{timing}"
+    );
+    assert_eq!(names.last(), Some(&"total"));
+    let total = phases.last().unwrap().1;
+    let parts: f64 = phases[..phases.len() - 1].iter().map(|(_, ms)| ms).sum();
+    assert!(parts <= total + 0.01, "{timing}");
+    // A problem is timed too; the probes are not.
+    let problem = s.run("def main():\n    raise ValueError()").await;
+    assert!(
+        problem
+            .header("server-timing")
+            .is_some_and(|t| t.contains("run;dur="))
+    );
+    let probe = s.client.get(s.url("/livez")).send().await.unwrap();
+    assert!(probe.headers().get("server-timing").is_none());
+}
+
 #[tokio::test]
 async fn seed_pandas_numpy_example_computes_on_random_data() {
     let script = r#"def main():

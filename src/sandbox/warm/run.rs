@@ -26,6 +26,7 @@ impl WarmPool {
         job: &Job,
         limits: &Limits,
     ) -> Result<(Result<RawRun, SandboxError>, Teardown), SandboxError> {
+        let handing_over = Instant::now();
         self.runs.fetch_add(1, Ordering::Relaxed);
         zygote.runs.fetch_add(1, Ordering::Relaxed);
         let broken = |what: &str| {
@@ -112,6 +113,7 @@ impl WarmPool {
         };
         // Only now, inside its cgroup, does the runner get the script.
         let payload = serde_json::to_vec(job).expect("a job always serializes");
+        crate::telemetry::request::record_phase("handover", handing_over.elapsed());
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.wall_timeout;
         let mut stdin = match tokio::net::unix::pipe::Sender::from_owned_fd(stdin_write) {
