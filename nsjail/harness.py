@@ -28,6 +28,7 @@ import types
 
 RESULT_FD = 3
 SCRIPT_FILENAME = "<script>"
+SCRIPT_MODULE = "__pyexec_script__"
 # Below the gateway parser's own limit (serde_json stops at 128 levels, and
 # the frame adds one): a deeper result is refused here, with a clear message,
 # instead of arriving as a frame the gateway cannot read.
@@ -218,16 +219,30 @@ def _has_top_level_main(tree):
     return "Script must contain a top-level main() function"
 
 
+def _script_module():
+    """The namespace the script runs in: a module registered under its name,
+    so that what it defines pickles by reference (multiprocessing's Pool.map
+    of a function of the script, in a forked worker that has the same
+    sys.modules)."""
+    module = types.ModuleType(SCRIPT_MODULE)
+    module.__builtins__ = __builtins__
+    sys.modules[SCRIPT_MODULE] = module
+    return module.__dict__
+
+
 def rehearse():
     """Goes through what run() does for a small script, short of running it
     and reporting: a warm runner calls it while it waits, so the pages these
     paths touch are its own before a request arrives."""
     tree = ast.parse("def main(n=1):\n    return {'n': n, 'items': [1.5, 'x', None]}\n", filename=SCRIPT_FILENAME)
     _has_top_level_main(tree)
-    namespace = {"__name__": "__pyexec_script__", "__builtins__": __builtins__}
-    exec(compile(tree, SCRIPT_FILENAME, "exec"), namespace)
-    value = _to_json_value(namespace["main"](), _numpy_scalar_type(), 0, _set())
-    _encode({"status": "ok", "result": value}).encode("utf-8")
+    namespace = _script_module()
+    try:
+        exec(compile(tree, SCRIPT_FILENAME, "exec"), namespace)
+        value = _to_json_value(namespace["main"](), _numpy_scalar_type(), 0, _set())
+        _encode({"status": "ok", "result": value}).encode("utf-8")
+    finally:
+        del sys.modules[SCRIPT_MODULE]
 
 
 def read_request():
@@ -266,7 +281,7 @@ def run(payload=None):
         _report({"status": "missing_main", "message": problem})
         return
 
-    namespace = {"__name__": "__pyexec_script__", "__builtins__": __builtins__}
+    namespace = _script_module()
     try:
         code = compile(tree, SCRIPT_FILENAME, "exec")
         exec(code, namespace)

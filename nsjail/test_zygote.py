@@ -44,10 +44,18 @@ X32 = zygote.X32_SYSCALL_BIT
 
 
 class RunnerFilter(unittest.TestCase):
-    program = zygote.seccomp_program()
+    program = zygote.seccomp_program(forbid_sockets=False)
 
     def answer(self, nr, **kwargs):
         return run_filter(self.program, nr, **kwargs)
+
+    def test_socket_is_refused_only_where_landlock_cannot_scope_it(self):
+        # Which families the zygote's own filter lets by is nsjail's policy.
+        self.assertEqual(self.answer(zygote.SYS_SOCKET, args=(1, 1, 0, 0, 0, 0)), ALLOW)
+        strict = zygote.seccomp_program(forbid_sockets=True)
+        self.assertEqual(run_filter(strict, zygote.SYS_SOCKET, args=(1, 1, 0, 0, 0, 0)), EPERM)
+        self.assertEqual(run_filter(strict, X32 | zygote.SYS_SOCKET), EPERM)
+        self.assertEqual(run_filter(strict, 39), ALLOW)
 
     def test_ordinary_x86_64_calls_are_allowed(self):
         for nr in (0, 1, 2, 39, 57, 59, 60, 231):  # read, write, open, getpid, fork, execve, exit, exit_group

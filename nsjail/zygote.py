@@ -14,7 +14,7 @@ too. G first makes itself the leader of a session and process group of its
 own, so nothing a script sends to its group reaches the zygote or another
 runner. G waits on a socketpair for its request: the gateway's pipes for
 stdin/stdout/stderr/result and the run's limits. Then G mounts its own /proc
-and a private tmpfs /tmp, applies the CPU and file-size rlimits, drops every
+and private tmpfs /tmp and /dev/shm, applies the CPU and file-size rlimits, drops every
 capability of its user namespace, installs a seccomp filter that forbids
 further namespace and mount calls, reseeds the random generators and runs the
 harness, which reads the script from stdin. The gateway moves G into the run's
@@ -31,7 +31,7 @@ Control protocol on fd 3 (SOCK_SEQPACKET, one JSON object per message):
 The gateway sends each request straight to its runner over the runner's own
 channel, so no request ever waits for this process, which may be busy
 copying itself for the next runner:
-  gateway → G       {"cpu_seconds", "file_size_bytes", "tmpfs_bytes", "tmpfs_inodes"}
+  gateway → G       {"cpu_seconds", "file_size_bytes", "tmpfs_bytes", "tmpfs_inodes", "shm_bytes", "shm_inodes"}
                     with SCM_RIGHTS [stdin_r, stdout_w, stderr_w, result_w]
 """
 
@@ -90,17 +90,26 @@ def fail(what):
 
 # x86_64 system call numbers the runner forbids once it is set up: new
 # namespaces and mounts would give a script a fresh set of capabilities to
-# probe the kernel with. socket(): runners share the zygote's (empty) network
-# namespace, so loopback and abstract unix sockets would let two requests talk
-# to each other; socketpair() stays allowed (multiprocessing, asyncio use it).
+# probe the kernel with.
 AUDIT_ARCH_X86_64 = 0xC000003E
 FORBIDDEN_AFTER_SETUP = {
-    "socket": 41,
     "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
     "unshare": 272, "setns": 308, "open_tree": 428, "move_mount": 429,
     "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442,
 }
 SYS_CLONE = 56
+# socket(): the zygote's own filter (nsjail/seccomp.kafel) already refuses
+# every family but AF_UNIX. Runners share the zygote's network namespace, and
+# with it the abstract unix names, where two requests could meet; a Landlock
+# domain per runner scopes those to the runner's own processes (kernel 6.12,
+# ABI 6). Without it the runner refuses socket() altogether, and
+# multiprocessing's Manager, which listens on a unix socket, is unavailable.
+SYS_SOCKET = 41
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+LANDLOCK_SCOPE_SIGNAL = 2
 X32_SYSCALL_BIT = 0x40000000
 SYS_CLONE3 = 435
 SECCOMP_RET_KILL_PROCESS = 0x80000000
@@ -114,10 +123,17 @@ def _bpf(code, jt, jf, k):
     return struct.pack("HBBI", code, jt, jf, k)
 
 
-def seccomp_program():
+def landlock_scopes_unix_sockets():
+    """Whether this kernel can scope abstract unix sockets to a Landlock
+    domain (ABI 6 and later)."""
+    abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    return abi >= 6
+
+
+def seccomp_program(forbid_sockets):
     ld_w_abs, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
     deny = SECCOMP_RET_ERRNO | EPERM
-    numbers = sorted(FORBIDDEN_AFTER_SETUP.values())
+    numbers = sorted(list(FORBIDDEN_AFTER_SETUP.values()) + ([SYS_SOCKET] if forbid_sockets else []))
     # Layout: arch check, load nr, the x32 bit, one jeq per forbidden call,
     # clone3, clone (with its flags), allow; then the shared returns.
     insns = [_bpf(ld_w_abs, 0, 0, 4)]
@@ -170,12 +186,31 @@ def lock_down():
     data = bytes(24)  # two empty (effective, permitted, inheritable) sets
     if libc.syscall(126, header, data) != 0:  # capset
         fail("capset")
+    if UNIX_SOCKETS_SCOPED:
+        scope_to_own_processes()
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, SECCOMP_FPROG, 0, 0) != 0:
         fail("seccomp")
 
 
-# Built once in the zygote; every runner installs the same filter.
-SECCOMP_PROGRAM = ctypes.create_string_buffer(seccomp_program())
+def scope_to_own_processes():
+    """A Landlock domain of the runner's own: no connection or datagram to
+    an abstract unix socket and no signal crosses from it to a process
+    outside it (another request's runner, the zygote). It handles no file
+    or network access, which the mounts and namespaces already decide."""
+    attr = struct.pack("QQQ", 0, 0, LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL)
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, attr, len(attr), 0)
+    if ruleset < 0:
+        fail("landlock_create_ruleset")
+    try:
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
+            fail("landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
+# Decided and built once in the zygote; every runner installs the same.
+UNIX_SOCKETS_SCOPED = landlock_scopes_unix_sockets()
+SECCOMP_PROGRAM = ctypes.create_string_buffer(seccomp_program(forbid_sockets=not UNIX_SOCKETS_SCOPED))
 SECCOMP_FPROG = struct.pack("HxxxxxxQ", len(SECCOMP_PROGRAM.raw) // 8, ctypes.addressof(SECCOMP_PROGRAM))
 
 
@@ -230,6 +265,9 @@ def runner(channel, warm):
     tmpfs = ("size=%d,nr_inodes=%d,mode=1777" % (int(request["tmpfs_bytes"]), int(request["tmpfs_inodes"]))).encode()
     if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, tmpfs) != 0:
         fail("mount /tmp")
+    shm = ("size=%d,nr_inodes=%d,mode=1777" % (int(request["shm_bytes"]), int(request["shm_inodes"]))).encode()
+    if libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, shm) != 0:
+        fail("mount /dev/shm")
     for target, fd in enumerate(fds):
         if fd != target:
             os.dup2(fd, target)

@@ -24,6 +24,9 @@ pub struct Limits {
     pub file_size_bytes: u64,
     /// Size of the run's private `/tmp`.
     pub tmpfs_bytes: u64,
+    /// Size of the run's private `/dev/shm` (multiprocessing's locks and
+    /// queues, `shared_memory`). Its pages are charged to the run's memory.
+    pub shm_bytes: u64,
     /// Bytes kept of stdout and of stderr each, counted as they go on the
     /// wire (JSON-escaped); the rest is drained and flagged.
     pub output_bytes: u64,
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_pids: 32,
             file_size_bytes: 16 * MIB,
             tmpfs_bytes: 32 * MIB,
+            shm_bytes: 32 * MIB,
             output_bytes: MIB,
             result_bytes: MIB,
         }
@@ -182,11 +186,9 @@ impl JailPaths {
             "--rlimit_fsize",
             &limits.file_size_bytes.div_ceil(MIB).max(1).to_string(),
             "--mount",
-            &format!(
-                "none:/tmp:tmpfs:size={},nr_inodes={},mode=1777",
-                limits.tmpfs_bytes,
-                tmpfs_inodes(limits.tmpfs_bytes)
-            ),
+            &tmpfs_mount("/tmp", limits.tmpfs_bytes),
+            "--mount",
+            &tmpfs_mount("/dev/shm", limits.shm_bytes),
             "--",
         ] {
             argv.push(flag.into());
@@ -219,6 +221,9 @@ impl JailPaths {
             "inf",
             "--mount",
             "none:/tmp:tmpfs:size=1048576,mode=1777",
+            // Only where each runner mounts its own `/dev/shm`.
+            "--mount",
+            "none:/dev/shm:tmpfs:size=4096,nr_inodes=1,mode=755",
             "--bindmount_ro",
             &bind_spec(&zygote, Path::new(JAIL_ZYGOTE_PATH)),
             "--",
@@ -242,6 +247,14 @@ impl JailPaths {
 /// of a plain ENOSPC on `/tmp`.
 pub fn tmpfs_inodes(tmpfs_bytes: u64) -> u64 {
     (tmpfs_bytes / (2 * KIB)).max(1024)
+}
+
+/// nsjail's `--mount` of a private tmpfs at `dst`.
+fn tmpfs_mount(dst: &str, bytes: u64) -> String {
+    format!(
+        "none:{dst}:tmpfs:size={bytes},nr_inodes={},mode=1777",
+        tmpfs_inodes(bytes)
+    )
 }
 
 fn bind_spec(src: &Path, dst: &Path) -> String {
@@ -291,7 +304,10 @@ mod tests {
         assert_eq!(value_after(&argv, "--log_fd"), ["4"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=33554432,nr_inodes=16384,mode=1777"]
+            [
+                "none:/tmp:tmpfs:size=33554432,nr_inodes=16384,mode=1777",
+                "none:/dev/shm:tmpfs:size=33554432,nr_inodes=16384,mode=1777"
+            ]
         );
         assert_eq!(
             value_after(&argv, "--seccomp_policy"),
@@ -306,6 +322,7 @@ mod tests {
             cpu_seconds: 0,
             file_size_bytes: MIB + 1,
             tmpfs_bytes: 4 * MIB,
+            shm_bytes: MIB,
             ..Limits::default()
         };
         let argv = argv_strings(&limits, &[]);
@@ -314,7 +331,10 @@ mod tests {
         assert_eq!(value_after(&argv, "--rlimit_fsize"), ["2"]);
         assert_eq!(
             value_after(&argv, "--mount"),
-            ["none:/tmp:tmpfs:size=4194304,nr_inodes=2048,mode=1777"]
+            [
+                "none:/tmp:tmpfs:size=4194304,nr_inodes=2048,mode=1777",
+                "none:/dev/shm:tmpfs:size=1048576,nr_inodes=1024,mode=1777"
+            ]
         );
     }
 

@@ -23,6 +23,7 @@ mod containment;
 mod deploy_files;
 mod execute_api;
 mod hostile_http;
+mod multiprocessing;
 mod openapi;
 mod readme_examples;
 mod request_fuzz;

@@ -53,6 +53,8 @@ pub(super) struct RunRequest {
     pub(super) file_size_bytes: u64,
     pub(super) tmpfs_bytes: u64,
     pub(super) tmpfs_inodes: u64,
+    pub(super) shm_bytes: u64,
+    pub(super) shm_inodes: u64,
 }
 
 impl Command {
@@ -131,10 +133,12 @@ mod tests {
             file_size_bytes: 1,
             tmpfs_bytes: 2,
             tmpfs_inodes: 3,
+            shm_bytes: 4,
+            shm_inodes: 5,
         };
         assert_eq!(
             serde_json::to_string(&request).unwrap(),
-            r#"{"cpu_seconds":5,"file_size_bytes":1,"tmpfs_bytes":2,"tmpfs_inodes":3}"#
+            r#"{"cpu_seconds":5,"file_size_bytes":1,"tmpfs_bytes":2,"tmpfs_inodes":3,"shm_bytes":4,"shm_inodes":5}"#
         );
         let runner: Reply = serde_json::from_str(r#"{"op": "runner", "pid": 12}"#).unwrap();
         assert!(matches!(runner, Reply::Runner { pid: 12 }));

@@ -55,6 +55,8 @@ impl WarmPool {
             file_size_bytes: limits.file_size_bytes,
             tmpfs_bytes: limits.tmpfs_bytes,
             tmpfs_inodes: crate::sandbox::limits::tmpfs_inodes(limits.tmpfs_bytes),
+            shm_bytes: limits.shm_bytes,
+            shm_inodes: crate::sandbox::limits::tmpfs_inodes(limits.shm_bytes),
         })
         .expect("a run request serializes");
         let fds = [

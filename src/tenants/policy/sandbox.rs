@@ -60,6 +60,7 @@ pub(super) fn sandbox_policy(
             4096,
             defaults.tmpfs_bytes / MIB,
         )? * MIB,
+        shm_bytes: range(spec.shm_mib, "shmMiB", 1, 4096, defaults.shm_bytes / MIB)? * MIB,
         output_bytes: range(
             spec.max_output_bytes,
             "maxOutputBytes",

@@ -115,6 +115,8 @@ pub(super) struct SandboxSpec {
     pub(super) max_result_bytes: Option<u64>,
     #[serde(rename = "tmpfsMiB")]
     pub(super) tmpfs_mib: Option<u64>,
+    #[serde(rename = "shmMiB")]
+    pub(super) shm_mib: Option<u64>,
     #[serde(rename = "fileSizeMiB")]
     pub(super) file_size_mib: Option<u64>,
     pub(super) nsjail_config: Option<String>,

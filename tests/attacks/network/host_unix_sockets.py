@@ -1,7 +1,7 @@
 # attack: connects to the host's unix sockets (docker, containerd, systemd)
 #   by path and by abstract name
-# stopped-by: seccomp refuses socket(); behind it, the paths are not in the
-#   jail and abstract names live in the host's network namespace
+# stopped-by: the paths are not in the jail (its root is a fresh tmpfs) and
+#   abstract names live in the host's network namespace, not the jail's
 # expect: 200
 # result: {"connected": []}
 import socket

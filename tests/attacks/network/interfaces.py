@@ -1,5 +1,5 @@
 # attack: lists the interfaces and brings the loopback up, looking for a way out
-# stopped-by: seccomp refuses socket() (netlink and ioctl sockets included);
+# stopped-by: seccomp refuses socket() but for AF_UNIX (netlink and ioctl sockets included);
 #   behind it, a namespace with only a loopback and no CAP_NET_ADMIN
 # expect: 200
 # result: {"interfaces": "EPERM", "ioctl": "EPERM"}

@@ -1,5 +1,5 @@
 # attack: opens raw IP and packet sockets to sniff or forge traffic
-# stopped-by: seccomp refuses socket(); behind it, no CAP_NET_RAW
+# stopped-by: seccomp refuses socket() but for AF_UNIX; behind it, no CAP_NET_RAW
 # expect: 200
 # result: {"raw": "EPERM", "packet": "EPERM", "icmp_dgram": "EPERM"}
 import errno

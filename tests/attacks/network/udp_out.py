@@ -1,6 +1,6 @@
 # attack: sends UDP datagrams to the gateway's port on loopback, a public
 #   DNS server and the broadcast address
-# stopped-by: seccomp refuses socket(); behind it, a network namespace whose
+# stopped-by: seccomp refuses socket() but for AF_UNIX; behind it, a network namespace whose
 #   loopback is the jail's own and where nothing else is routable
 # expect: 200
 # result: {"sent": []}

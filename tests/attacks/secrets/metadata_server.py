@@ -1,6 +1,6 @@
 # attack: asks the cloud metadata server for the service account's token, by
 #   address and by name
-# stopped-by: seccomp refuses socket(); behind it, a network namespace with
+# stopped-by: seccomp refuses socket() but for AF_UNIX; behind it, a network namespace with
 #   nothing routable
 # expect: 200
 # result: {"169.254.169.254": "unreachable", "metadata.google.internal": "unresolved", "fd00:ec2::254": "unreachable"}
