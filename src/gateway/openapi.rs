@@ -146,7 +146,7 @@ fn rate_limit_headers(response: ResponseBuilder) -> ResponseBuilder {
 fn server_timing(response: ResponseBuilder) -> ResponseBuilder {
     response.header(
         "Server-Timing",
-        string_header("W3C Server-Timing: each phase the request went through (`auth`, `rate`, `validate`, `quota`, `queue`, `handover` or `cgroup`, `run`) and `total`, in milliseconds, e.g. `auth;dur=0.065, run;dur=3.976, total;dur=5.750`."),
+        string_header("W3C Server-Timing: each phase the request went through (`auth`, `rate`, `validate`, `quota`, `queue`, `runner` and `handover` or `cgroup`, `run`) and `total`, in milliseconds, e.g. `auth;dur=0.065, run;dur=3.976, total;dur=5.750`."),
     )
 }
 

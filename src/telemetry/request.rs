@@ -379,7 +379,7 @@ pub fn set_outcome(outcome: &'static str) {
 }
 
 /// Records how long one phase of the request took (`auth`, `rate`,
-/// `validate`, `quota`, `queue`, `handover`, `cgroup`, `run`); a phase
+/// `validate`, `quota`, `queue`, `runner`, `handover`, `cgroup`, `run`); a phase
 /// recorded twice adds up.
 pub fn record_phase(phase: &'static str, took: Duration) {
     let _ = REQUEST.try_with(|info| {

@@ -43,6 +43,10 @@ impl WarmPool {
             .take_runner(&self.runs_that_waited)
             .await
             .ok_or_else(|| broken("no runner became ready"))?;
+        // Apart from the hand-over: a request that waits here found the
+        // ready pool empty, which is the machine's CPU, not this request.
+        crate::telemetry::request::record_phase("runner", handing_over.elapsed());
+        let handing_over = Instant::now();
         let runner_pid = runner.pid;
         let (exit_tx, exit_rx) = oneshot::channel();
         zygote.exits.lock().insert(runner_pid, exit_tx);
