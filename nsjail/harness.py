@@ -1,9 +1,12 @@
 """In-jail harness: runs one script's main() and reports on a dedicated fd.
 
 Protocol (the gateway's side is parse_frame in src/sandbox/outcome.rs):
-  stdin   one JSON object {"script": str, "args": object}, then EOF
+  stdin   one JSON object, then EOF: {"script": str, "args": object,
+            "files": [{"path", "content" (base64)}], "output_files": int,
+            "output_file_bytes": int}
   fd 3    exactly one JSON frame, written once after main() returns:
-            {"status": "ok", "result": <value>}
+            {"status": "ok", "result": <value>, "files": [{"path", "content"}]}
+            {"status": "output_too_large", "message"}
             {"status": "syntax_error", "message", "line", "column"}
             {"status": "missing_main", "message"}
             {"status": "runtime_error", "exception", "message", "traceback"}
@@ -19,9 +22,11 @@ shape: a frame is at most what the script itself could have returned.
 """
 
 import ast
+import binascii
 import json
 import json.encoder
 import os
+import stat
 import sys
 import traceback
 import types
@@ -49,6 +54,21 @@ _close = os.close
 _open = os.open
 _dup2 = os.dup2
 _sched_setscheduler = os.sched_setscheduler
+_scandir = os.scandir
+_lstat = os.lstat
+_fstat = os.fstat
+_read = os.read
+_S_ISDIR = stat.S_ISDIR
+_S_ISREG = stat.S_ISREG
+_b2a_base64 = binascii.b2a_base64
+_sorted = sorted
+_len = len
+
+WORK_DIR = "/tmp"
+# Every regular file left here when main() returns comes back (the gateway
+# checks the frame against the same limits: src/sandbox/files.rs).
+OUTPUT_DIR = "/tmp/out"
+MAX_PATH_DEPTH = 8
 
 
 
@@ -88,6 +108,91 @@ _FunctionType = types.FunctionType
 
 class NotJson(Exception):
     pass
+
+
+class OutputTooLarge(Exception):
+    pass
+
+
+def write_input_files(files):
+    """The request's files, under the run's own /tmp (paths checked by the
+    gateway), and the empty folder whose files come back."""
+    for entry in files:
+        path = os.path.join(WORK_DIR, entry["path"])
+        folder = os.path.dirname(path)
+        if folder != WORK_DIR:
+            os.makedirs(folder, exist_ok=True)
+        data = binascii.a2b_base64(entry["content"])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    os.makedirs(OUTPUT_DIR, exist_ok=True)
+
+
+def _output_paths(max_files):
+    """(path relative to /tmp/out, full path) of every regular file there,
+    without following a symlink; refused past max_files or 8 levels."""
+    try:
+        if not _S_ISDIR(_lstat(OUTPUT_DIR).st_mode):
+            return []
+    except OSError:
+        return []
+    found = []
+    pending = [("", OUTPUT_DIR, 1)]
+    while pending:
+        relative, folder, depth = pending.pop()
+        with _scandir(folder) as entries:
+            for entry in entries:
+                name = relative + "/" + entry.name if relative else entry.name
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise NotJson("the name of a file in /tmp/out is not UTF-8, which JSON cannot carry") from None
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((name, entry.path, depth + 1))
+                elif entry.is_file(follow_symlinks=False):
+                    if depth > MAX_PATH_DEPTH:
+                        raise OutputTooLarge("a file in /tmp/out is more than %d levels deep" % MAX_PATH_DEPTH)
+                    found.append((name, entry.path))
+                    if _len(found) > max_files:
+                        raise OutputTooLarge(
+                            "the script left more than %d files in /tmp/out, the tenant's maxOutputFiles" % max_files)
+    return _sorted(found)
+
+
+def collect_output_files(max_files, max_bytes):
+    """The files of /tmp/out for the frame: sorted, base64, within limits."""
+    files = []
+    left = max_bytes
+    too_large = "the files the script left in /tmp/out hold more than %d bytes, the tenant's maxOutputFileBytes" % max_bytes
+    for name, path in _output_paths(max_files):
+        try:
+            fd = _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone, or replaced by a symlink, since it was listed
+        try:
+            if not _S_ISREG(_fstat(fd).st_mode):
+                continue
+            chunks = []
+            while True:
+                chunk = _read(fd, min(left + 1, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= _len(chunk)
+                if left < 0:
+                    raise OutputTooLarge(too_large)
+        finally:
+            _close(fd)
+        content = _b2a_base64(b"".join(chunks), newline=False).decode("ascii")
+        files.append({"path": name, "content": content})
+    return files
 
 
 def _numpy_scalar_type():
@@ -260,6 +365,16 @@ def run(payload=None):
     null_fd = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null_fd, 0)
     _close(null_fd)
+    try:
+        write_input_files(payload.get("files") or [])
+    except OSError as exc:
+        _report({
+            "status": "runtime_error",
+            "exception": _type(exc).__name__,
+            "message": "an input file could not be written before main() ran: %s" % _describe(exc),
+            "traceback": "",
+        })
+        return
 
     script = payload["script"]
     args = payload.get("args") or {}
@@ -314,7 +429,19 @@ def run(payload=None):
     except BaseException as exc:
         _report({"status": "non_json", "message": "the result could not be converted: %s" % _describe(exc)})
         return
-    _report({"status": "ok", "result": result})
+    try:
+        files = collect_output_files(int(payload.get("output_files", 0)), int(payload.get("output_file_bytes", 0)))
+    except OutputTooLarge as exc:
+        _report({"status": "output_too_large", "message": _str(exc)})
+        return
+    except NotJson as exc:
+        _report({"status": "non_json", "message": _str(exc)})
+        return
+    except OSError as exc:
+        _report({"status": "runtime_error", "exception": _type(exc).__name__,
+                 "message": "/tmp/out could not be read after main() returned: %s" % _describe(exc), "traceback": ""})
+        return
+    _report({"status": "ok", "result": result, "files": files})
 
 
 if __name__ == "__main__":

@@ -98,6 +98,14 @@ struct RunArgs {
     /// Wall-clock limit in milliseconds (default: the tenant's, 30000 for the built-in one).
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// An input file for the run: a local FILE, written into the run's /tmp
+    /// at PATH (default: FILE's name). Repeatable.
+    #[arg(long = "file", value_name = "FILE[=PATH]")]
+    files: Vec<String>,
+    /// Write the files the script leaves in /tmp/out into DIR (created if
+    /// needed; files of the same name are replaced).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Run with this tenant's limits and sandbox settings, from --policies, to
     /// reproduce locally what it sees.
     #[arg(long, requires = "policies")]
@@ -209,6 +217,12 @@ async fn run(args: RunArgs) -> ExitCode {
     if let Some(ms) = args.timeout_ms {
         body["timeout_ms"] = ms.into();
     }
+    if !args.files.is_empty() {
+        match input_files(&args.files) {
+            Ok(files) => body["files"] = files,
+            Err(message) => return usage_error(message),
+        }
+    }
     let tenant = match (&args.tenant, &args.policies) {
         (Some(name), Some(dir)) => {
             let ctx = LoadContext {
@@ -246,12 +260,60 @@ async fn run(args: RunArgs) -> ExitCode {
         Ok(report) => match success_body(report) {
             Ok(body) => {
                 println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+                let written = args
+                    .out
+                    .as_deref()
+                    .map_or(Ok(()), |dir| write_output_files(dir, &body.files));
+                if let Err(message) = written {
+                    return usage_error(message);
+                }
                 ExitCode::SUCCESS
             }
             Err(problem) => print_problem(&problem.body(), 1),
         },
         Err(e) => usage_error(format!("the sandbox failed: {e}")),
     }
+}
+
+/// `--file FILE[=PATH]` arguments as the request's `files`; the API checks
+/// the paths and limits as it would a client's.
+fn input_files(specs: &[String]) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    let mut files = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (local, path) = match spec.split_once('=') {
+            Some((local, path)) => (local, path.to_string()),
+            None => {
+                let name = Path::new(spec)
+                    .file_name()
+                    .ok_or_else(|| format!("--file {spec}: names no file"))?;
+                (spec.as_str(), name.to_string_lossy().into_owned())
+            }
+        };
+        let bytes = std::fs::read(local).map_err(|e| format!("cannot read {local}: {e}"))?;
+        let content = base64::engine::general_purpose::STANDARD.encode(bytes);
+        files.push(serde_json::json!({"path": path, "content": content}));
+    }
+    Ok(serde_json::Value::Array(files))
+}
+
+/// The returned files under `dir`. Their paths were checked when they left
+/// the jail (plain, relative, no `..`), so each stays inside `dir`.
+fn write_output_files(dir: &Path, files: &[pyexec::gateway::OutputFileBody]) -> Result<(), String> {
+    use base64::Engine;
+    for file in files {
+        let target = dir.join(&file.path);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&file.content)
+            .map_err(|e| format!("output file {}: {e}", file.path))?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&target, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+    }
+    Ok(())
 }
 
 fn policy_check(dir: &Path, nsjail_dir: PathBuf) -> ExitCode {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ScriptFailure};
+use crate::sandbox::files::{self, RunFile};
 use crate::sandbox::{Job, Outcome, RunReport, SandboxPolicy};
 use crate::tenants::Tenant;
 
@@ -36,9 +37,46 @@ pub struct ExecuteRequest {
     /// `false` runs the script even when a cached result exists.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// Files written under the run's working folder (`/tmp`) before
+    /// `main()` runs; at most the tenant's `maxInputFiles` (64), their
+    /// decoded bytes at most its `maxInputBytes` (8 MiB).
+    #[serde(default)]
+    #[schema(nullable)]
+    pub files: Vec<InputFile>,
 }
 
-const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache"];
+const FIELDS: &[&str] = &["script", "args", "timeout_ms", "cache", "files"];
+
+/// One input file.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    /// Relative to `/tmp`, folders included (`data/in.csv`): no `..`, not
+    /// absolute, no NUL, at most 8 levels and 255 bytes a name.
+    // The pattern is the plain form of a path the gateway accepts, with
+    // names short enough (63 characters) to stay under 255 bytes in UTF-8.
+    #[schema(
+        example = "data.csv",
+        pattern = r"^([^/.\x00][^/\x00]{0,62}|\.[^/.\x00][^/\x00]{0,61}|\.\.[^/\x00]{1,61})(/([^/.\x00][^/\x00]{0,62}|\.[^/.\x00][^/\x00]{0,61}|\.\.[^/\x00]{1,61})){0,7}$"
+    )]
+    pub path: String,
+    /// The file's bytes, base64 (RFC 4648, padded).
+    #[schema(format = Byte, example = "YSxiCjEsMgo=")]
+    pub content: String,
+}
+
+/// One file the script left in `/tmp/out`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OutputFileBody {
+    /// Relative to `/tmp/out`.
+    #[schema(example = "chart.csv")]
+    pub path: String,
+    /// Its length in bytes, before encoding.
+    pub size: u64,
+    /// Its bytes, base64 (RFC 4648, padded).
+    #[schema(format = Byte)]
+    pub content: String,
+}
 
 /// The 200 body of `POST /execute`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,6 +94,9 @@ pub struct ExecuteResult {
     pub duration_ms: u64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Every regular file left under `/tmp/out` when `main()` returned,
+    /// sorted by path (symlinks and special files are never followed).
+    pub files: Vec<OutputFileBody>,
 }
 
 impl ExecuteRequest {
@@ -68,6 +109,14 @@ impl ExecuteRequest {
         let job = Job {
             script: self.script,
             args: self.args,
+            files: self
+                .files
+                .into_iter()
+                .map(|file| RunFile {
+                    path: file.path,
+                    content: file.content,
+                })
+                .collect(),
         };
         (policy, job)
     }
@@ -93,7 +142,7 @@ impl ExecuteRequest {
         };
         if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(ApiError::InvalidRequest(format!(
-                "Unknown field `{unknown}`; the fields are script, args, timeout_ms and cache."
+                "Unknown field `{unknown}`; the fields are script, args, timeout_ms, cache and files."
             )));
         }
         // Every check reads the fields; the last step decodes them.
@@ -103,11 +152,11 @@ impl ExecuteRequest {
             Some(_) => return Err(invalid("`script` must be a string.")),
             None => return Err(invalid("Missing required field `script`.")),
         };
-        if script.len() > tenant.max_script_bytes {
+        if script.len() > tenant.request.max_script_bytes {
             return Err(ApiError::TooLarge(format!(
                 "The script is {} bytes; the limit is {} bytes.",
                 script.len(),
-                tenant.max_script_bytes
+                tenant.request.max_script_bytes
             )));
         }
         if script.contains('\0') {
@@ -157,9 +206,98 @@ impl ExecuteRequest {
         if fields.get("cache").is_some_and(|c| !c.is_boolean()) {
             return Err(invalid("`cache` must be true or false."));
         }
+        if let Some(list) = fields.get_mut("files") {
+            check_input_files(list, tenant)?;
+        }
         serde_json::from_value(Value::Object(fields))
             .map_err(|e| ApiError::InvalidRequest(format!("The body does not decode: {e}.")))
     }
+}
+
+/// Checks `files` against the tenant's limits and puts each path in its
+/// normal form; every problem names the file.
+fn check_input_files(list: &mut Value, tenant: &Tenant) -> Result<(), ApiError> {
+    let limits = &tenant.request;
+    let Value::Array(list) = list else {
+        return Err(ApiError::InvalidRequest(
+            "`files` must be a list of {\"path\": ..., \"content\": <base64>} objects.".into(),
+        ));
+    };
+    if list.len() > limits.max_input_files {
+        return Err(ApiError::TooLarge(format!(
+            "The request has {} input files; the limit is {} (maxInputFiles).",
+            list.len(),
+            limits.max_input_files
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut total = 0u64;
+    for (index, entry) in list.iter_mut().enumerate() {
+        let invalid = |what: String| ApiError::InvalidRequest(format!("`files[{index}]` {what}."));
+        let Value::Object(entry) = entry else {
+            return Err(invalid(
+                "must be an object with `path` and `content`".into(),
+            ));
+        };
+        if let Some(unknown) = entry
+            .keys()
+            .find(|k| !["path", "content"].contains(&k.as_str()))
+        {
+            return Err(invalid(format!(
+                "has an unknown field `{unknown}`; a file has path and content"
+            )));
+        }
+        let Some(Value::String(raw)) = entry.get("path") else {
+            return Err(invalid("needs a `path` string".into()));
+        };
+        let path = files::normalize_path(raw).map_err(|why| {
+            ApiError::InvalidRequest(format!("The path of `files[{index}]` ({raw:?}) {why}."))
+        })?;
+        let named =
+            |what: String| ApiError::InvalidRequest(format!("The input file `{path}` {what}."));
+        if path == files::OUTPUT_DIR {
+            return Err(named(
+                "would take the place of the folder of output files".into(),
+            ));
+        }
+        let Some(Value::String(content)) = entry.get("content") else {
+            return Err(named("needs a `content` string of base64".into()));
+        };
+        let size = files::decoded_len(content).map_err(named)?;
+        if size > tenant.sandbox.limits.file_size_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "The input file `{path}` is {size} bytes; a file may have at most {} (fileSizeMiB).",
+                tenant.sandbox.limits.file_size_bytes
+            )));
+        }
+        total += size;
+        if total > limits.max_input_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "The input files hold more than {} bytes (maxInputBytes), decoded.",
+                limits.max_input_bytes
+            )));
+        }
+        // A file cannot also be a folder of another, nor be given twice.
+        let folders: Vec<String> = path
+            .match_indices('/')
+            .map(|(at, _)| format!("{}/", &path[..at]))
+            .collect();
+        let clash = !seen.insert(path.clone())
+            || folders
+                .iter()
+                .any(|folder| seen.contains(folder.trim_end_matches('/')))
+            || seen
+                .range(format!("{path}/")..)
+                .next()
+                .is_some_and(|next| next.starts_with(&format!("{path}/")));
+        if clash {
+            return Err(named(
+                "is given twice, or is also the folder of another input file".into(),
+            ));
+        }
+        entry.insert("path".into(), Value::String(path));
+    }
+    Ok(())
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -172,8 +310,16 @@ fn is_identifier(name: &str) -> bool {
 /// `pyexec run` prints the same.
 pub fn success_body(report: RunReport) -> Result<ExecuteResult, ApiError> {
     match report.outcome {
-        Outcome::Success(result) => Ok(ExecuteResult {
+        Outcome::Success { result, files } => Ok(ExecuteResult {
             result,
+            files: files
+                .into_iter()
+                .map(|file| OutputFileBody {
+                    path: file.path,
+                    size: file.size,
+                    content: file.content,
+                })
+                .collect(),
             stdout: report.stdout.text,
             stderr: report.stderr.text,
             execution_method: "nsjail",

@@ -147,6 +147,7 @@ pub enum ProblemKind {
     MissingMain,
     RuntimeError,
     NonJsonResult,
+    OutputTooLarge,
     Timeout,
     MemoryLimit,
     SandboxKilled,
@@ -159,7 +160,7 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 19] = [
+    pub const ALL: [ProblemKind; 20] = [
         ProblemKind::InvalidRequest,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
@@ -170,6 +171,7 @@ impl ProblemKind {
         ProblemKind::MissingMain,
         ProblemKind::RuntimeError,
         ProblemKind::NonJsonResult,
+        ProblemKind::OutputTooLarge,
         ProblemKind::Timeout,
         ProblemKind::MemoryLimit,
         ProblemKind::SandboxKilled,
@@ -194,6 +196,7 @@ impl ProblemKind {
             ProblemKind::MissingMain => "missing-main",
             ProblemKind::RuntimeError => "runtime-error",
             ProblemKind::NonJsonResult => "non-json-result",
+            ProblemKind::OutputTooLarge => "output-too-large",
             ProblemKind::Timeout => "timeout",
             ProblemKind::MemoryLimit => "memory-limit",
             ProblemKind::SandboxKilled => "sandbox-killed",
@@ -218,6 +221,7 @@ impl ProblemKind {
             ProblemKind::MissingMain => "Missing main function",
             ProblemKind::RuntimeError => "Runtime error",
             ProblemKind::NonJsonResult => "Result is not JSON",
+            ProblemKind::OutputTooLarge => "Output files over the limit",
             ProblemKind::Timeout => "Time limit reached",
             ProblemKind::MemoryLimit => "Memory limit reached",
             ProblemKind::SandboxKilled => "Killed by the sandbox",
@@ -242,6 +246,7 @@ impl ProblemKind {
             | ProblemKind::MissingMain
             | ProblemKind::RuntimeError
             | ProblemKind::NonJsonResult
+            | ProblemKind::OutputTooLarge
             | ProblemKind::Timeout
             | ProblemKind::MemoryLimit
             | ProblemKind::SandboxKilled => StatusCode::UNPROCESSABLE_ENTITY,
@@ -261,10 +266,11 @@ impl ProblemKind {
             Outcome::MissingMain(_) => ProblemKind::MissingMain,
             Outcome::RuntimeError { .. } => ProblemKind::RuntimeError,
             Outcome::NonJsonResult(_) => ProblemKind::NonJsonResult,
+            Outcome::OutputTooLarge(_) => ProblemKind::OutputTooLarge,
             Outcome::Timeout { .. } => ProblemKind::Timeout,
             Outcome::MemoryLimit { .. } => ProblemKind::MemoryLimit,
             Outcome::Killed { .. } => ProblemKind::SandboxKilled,
-            Outcome::Success(_) => ProblemKind::Internal,
+            Outcome::Success { .. } => ProblemKind::Internal,
         }
     }
 }
@@ -320,7 +326,10 @@ impl ApiError {
                 Outcome::Timeout { detail }
                 | Outcome::MemoryLimit { detail }
                 | Outcome::Killed { detail } => detail.clone(),
-                Outcome::Success(_) => "the script succeeded".into(),
+                Outcome::OutputTooLarge(detail) => {
+                    format!("The output files are not returned: {detail}")
+                }
+                Outcome::Success { .. } => "the script succeeded".into(),
             },
             ApiError::RateLimited { detail, .. }
             | ApiError::QuotaExceeded { detail, .. }
@@ -462,6 +471,7 @@ mod tests {
                 traceback: detail(),
             },
             Outcome::NonJsonResult(detail()),
+            Outcome::OutputTooLarge(detail()),
             Outcome::Timeout { detail: detail() },
             Outcome::MemoryLimit { detail: detail() },
             Outcome::Killed { detail: detail() },

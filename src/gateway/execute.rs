@@ -132,7 +132,8 @@ async fn run_request(
     let started = Instant::now();
     let request = async {
         require_json(headers)?;
-        let body = read_body(body, headers, state.max_body_bytes, state.read_timeout).await?;
+        let limit = BodyLimit::of(state.max_body_bytes, tenant);
+        let body = read_body(body, headers, &limit, state.read_timeout).await?;
         Span::current().record("http.request.body.size", body.len() as i64);
         ExecuteRequest::parse(&body, tenant)
     }
@@ -168,7 +169,7 @@ async fn run_request(
         telemetry::request::set_outcome("success");
         return Ok(json_response(body, answer));
     };
-    let key = cache::key(tenant, &runtime, &job.script, &job.args);
+    let key = cache::key(tenant, &runtime, &job);
     // A stored answer older than the client accepts (`no-cache` accepts
     // none) is not served: the script runs and its answer replaces it.
     let too_old = match directives.max_age {
@@ -350,6 +351,42 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// How large a tenant's request body may be: the server's limit for the
+/// script and its arguments, plus the tenant's input files as base64 with
+/// room for their paths.
+struct BodyLimit {
+    script_and_args: usize,
+    input_files: usize,
+}
+
+impl BodyLimit {
+    fn of(server_limit: usize, tenant: &Tenant) -> Self {
+        let input = &tenant.request;
+        let input_files = if input.max_input_files == 0 {
+            0
+        } else {
+            (input.max_input_bytes as usize).div_ceil(3) * 4 + input.max_input_files * 4096
+        };
+        Self {
+            script_and_args: server_limit,
+            input_files,
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.script_and_args + self.input_files
+    }
+
+    fn exceeded(&self) -> ApiError {
+        ApiError::TooLarge(format!(
+            "The request body is larger than the limit of {} bytes ({} for the script and arguments, plus {} for input files, base64-encoded).",
+            self.total(),
+            self.script_and_args,
+            self.input_files
+        ))
+    }
+}
+
 /// Reads at most `limit` bytes: a declared length over it is refused before
 /// reading, and a chunked body is cut off as soon as it passes it. The whole
 /// body must arrive within `deadline`, so a client trickling it cannot hold
@@ -357,14 +394,11 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
-    limit: usize,
+    limit: &BodyLimit,
     deadline: Duration,
 ) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::TooLarge(format!(
-            "The request body is larger than the limit of {limit} bytes."
-        ))
-    };
+    let too_large = || limit.exceeded();
+    let limit = limit.total();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

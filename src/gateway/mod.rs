@@ -35,7 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::JWT_LEEWAY_SECS;
-pub use bodies::{ExecuteRequest, ExecuteResult, success_body};
+pub use bodies::{ExecuteRequest, ExecuteResult, OutputFileBody, success_body};
 pub use error::{ApiError, Problem};
 
 use crate::defaults;

@@ -48,7 +48,7 @@ pub struct ApiDoc;
 const EXECUTE_PROBLEMS: &[(u16, &str)] = &[
     (
         400,
-        "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte.",
+        "The body is not JSON, `script` is missing or not a string, a field has the wrong type, `args` is not an object, an unknown field, a NUL byte; an input file with a bad path or bad base64 (the detail names it).",
     ),
     (
         401,
@@ -58,12 +58,12 @@ const EXECUTE_PROBLEMS: &[(u16, &str)] = &[
     (408, "The body did not arrive within the read timeout."),
     (
         413,
-        "Body over the server's limit or script over the tenant's `maxScriptBytes`.",
+        "Body over the server's limit plus the tenant's input-file allowance, script over the tenant's `maxScriptBytes`, or input files over `maxInputFiles`/`maxInputBytes` (the detail names the limit).",
     ),
     (415, "Not `Content-Type: application/json`."),
     (
         422,
-        "The script ran (or was compiled) and produced no result.",
+        "The script ran (or was compiled) and produced no result, or left output files over the tenant's limits.",
     ),
     (
         429,

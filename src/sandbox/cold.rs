@@ -42,7 +42,7 @@ impl Sandbox {
         drop(result_write);
         drop(log_write);
 
-        let payload = serde_json::to_vec(job).expect("a job always serializes");
+        let payload = job.stdin_payload(limits);
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let feeder = tokio::spawn(async move {
             // A script that exits early closes the pipe: not our error.
@@ -58,7 +58,7 @@ impl Sandbox {
         ));
         let result = tokio::spawn(read_capped(
             pipe_reader(result_read).map_err(launch_error)?,
-            limits.result_bytes,
+            limits.result_channel_bytes(),
         ));
         let nsjail_log = tokio::spawn(read_capped(
             pipe_reader(log_read).map_err(launch_error)?,

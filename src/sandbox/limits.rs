@@ -32,6 +32,24 @@ pub struct Limits {
     pub output_bytes: u64,
     /// Largest JSON result accepted on the result channel.
     pub result_bytes: u64,
+    /// Files returned from `/tmp/out`, at most.
+    pub output_files: u64,
+    /// Their decoded bytes together, at most.
+    pub output_file_bytes: u64,
+}
+
+impl Limits {
+    /// The most the result channel carries: the result, and the output
+    /// files as base64 with their paths (a path is at most 8 names of 255
+    /// bytes, JSON-escaped).
+    pub fn result_channel_bytes(&self) -> u64 {
+        const FRAME_BYTES: u64 = 256;
+        const PATH_BYTES: u64 = 8 * 256 * 6;
+        self.result_bytes
+            + FRAME_BYTES
+            + self.output_file_bytes.div_ceil(3) * 4
+            + self.output_files * (PATH_BYTES + FRAME_BYTES)
+    }
 }
 
 impl Default for Limits {
@@ -46,6 +64,8 @@ impl Default for Limits {
             shm_bytes: 32 * MIB,
             output_bytes: MIB,
             result_bytes: MIB,
+            output_files: 32,
+            output_file_bytes: 8 * MIB,
         }
     }
 }

@@ -6,6 +6,7 @@ mod capture;
 pub mod cgroup;
 mod cold;
 mod deadline;
+pub mod files;
 mod jail_files;
 mod launch;
 pub mod limits;
@@ -99,10 +100,36 @@ impl SandboxConfig {
 }
 
 /// One script to run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Job {
     pub script: String,
     pub args: serde_json::Map<String, Value>,
+    /// Written under the run's `/tmp` before the script runs; paths
+    /// already checked ([`files::normalize_path`]).
+    pub files: Vec<files::RunFile>,
+}
+
+impl Job {
+    /// What the harness reads on stdin: the job, and how much of `/tmp/out`
+    /// it may return (the gateway checks the frame against the same).
+    fn stdin_payload(&self, limits: &Limits) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct StdinPayload<'a> {
+            script: &'a str,
+            args: &'a serde_json::Map<String, Value>,
+            files: &'a [files::RunFile],
+            output_files: u64,
+            output_file_bytes: u64,
+        }
+        serde_json::to_vec(&StdinPayload {
+            script: &self.script,
+            args: &self.args,
+            files: &self.files,
+            output_files: limits.output_files,
+            output_file_bytes: limits.output_file_bytes,
+        })
+        .expect("a job always serializes")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -321,6 +348,7 @@ impl Sandbox {
         let job = Job {
             script: SELF_TEST_SCRIPT.to_string(),
             args: Default::default(),
+            files: Vec::new(),
         };
         let limits = Limits {
             wall_timeout: Duration::from_secs(60),
@@ -336,7 +364,7 @@ impl Sandbox {
         };
         match report {
             Ok(RunReport {
-                outcome: Outcome::Success(value),
+                outcome: Outcome::Success { result: value, .. },
                 ..
             }) => Ok(value),
             Ok(report) => Err(format!(

@@ -11,12 +11,17 @@ use serde_json::Value;
 use super::SandboxMode;
 use super::capture::Captured;
 use super::cgroup::RunUsage;
+use super::files::{self, OutputFile, OutputRefused, RunFile};
 use super::limits::{Limits, MIB};
 
 /// How a run ended, in the API contract's terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Success(Value),
+    Success {
+        result: Value,
+        /// What the script left in `/tmp/out`, sorted by path.
+        files: Vec<OutputFile>,
+    },
     SyntaxError {
         message: String,
         line: Option<u64>,
@@ -29,6 +34,8 @@ pub enum Outcome {
         traceback: String,
     },
     NonJsonResult(String),
+    /// More files, or more bytes of them, in `/tmp/out` than the limits.
+    OutputTooLarge(String),
     Timeout {
         detail: String,
     },
@@ -44,11 +51,12 @@ impl Outcome {
     /// A stable name, used as the problem type suffix and in traces/metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Success(_) => "success",
+            Outcome::Success { .. } => "success",
             Outcome::SyntaxError { .. } => "syntax-error",
             Outcome::MissingMain(_) => "missing-main",
             Outcome::RuntimeError { .. } => "runtime-error",
             Outcome::NonJsonResult(_) => "non-json-result",
+            Outcome::OutputTooLarge(_) => "output-too-large",
             Outcome::Timeout { .. } => "timeout",
             Outcome::MemoryLimit { .. } => "memory-limit",
             Outcome::Killed { .. } => "sandbox-killed",
@@ -164,12 +172,9 @@ pub(super) fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
         None => {}
     }
     if raw.result.truncated {
-        return Outcome::NonJsonResult(format!(
-            "main() returned more than {} bytes of JSON, the result limit",
-            limits.result_bytes
-        ));
+        return Outcome::NonJsonResult(result_too_large(limits));
     }
-    parse_frame(&raw.result.bytes).unwrap_or_else(|| Outcome::Killed {
+    parse_frame(&raw.result.bytes, limits).unwrap_or_else(|| Outcome::Killed {
         detail: match (raw.signal, raw.code) {
             (Some(sig), _) => format!(
                 "the script was killed by signal {} ({}) before it returned a result",
@@ -182,6 +187,13 @@ pub(super) fn conclude(raw: &RawRun, limits: &Limits) -> Outcome {
             (None, None) => "the script ended without a result".into(),
         },
     })
+}
+
+fn result_too_large(limits: &Limits) -> String {
+    format!(
+        "main() returned more than {} bytes of JSON, the result limit",
+        limits.result_bytes
+    )
 }
 
 /// A kill is named for the limit the kernel says was reached.
@@ -238,6 +250,8 @@ fn signal_name(signal: i32) -> &'static str {
 enum Frame {
     Ok {
         result: Value,
+        #[serde(default)]
+        files: Vec<RunFile>,
     },
     SyntaxError {
         message: String,
@@ -255,17 +269,35 @@ enum Frame {
     NonJson {
         message: String,
     },
+    OutputTooLarge {
+        message: String,
+    },
 }
 
 /// The harness's report on the result fd, parsed strictly. `None` when the
 /// bytes are not exactly one well-formed frame: the run then ended without a
-/// result, whatever the script wrote there.
-pub(super) fn parse_frame(bytes: &[u8]) -> Option<Outcome> {
+/// result, whatever the script wrote there. Output files are checked
+/// against `limits` again: the harness keeps to them, a script need not.
+pub(super) fn parse_frame(bytes: &[u8], limits: &Limits) -> Option<Outcome> {
     // serde_json refuses NaN/Infinity and trailing data, and its recursion
     // limit keeps a deeply nested result from overflowing our stack.
     let frame: Frame = serde_json::from_slice(bytes).ok()?;
     Some(match frame {
-        Frame::Ok { result } => Outcome::Success(result),
+        // The result's own limit; measured only when the whole frame is
+        // larger (the result channel also carries the output files).
+        Frame::Ok { result, .. }
+            if bytes.len() as u64 > limits.result_bytes
+                && serde_json::to_vec(&result)
+                    .map_or(true, |json| json.len() as u64 > limits.result_bytes) =>
+        {
+            Outcome::NonJsonResult(result_too_large(limits))
+        }
+        Frame::Ok { result, files } => match files::check_output(files, limits) {
+            Ok(files) => Outcome::Success { result, files },
+            Err(OutputRefused::TooLarge(detail)) => Outcome::OutputTooLarge(detail),
+            Err(OutputRefused::Malformed) => return None,
+        },
+        Frame::OutputTooLarge { message } => Outcome::OutputTooLarge(message),
         Frame::SyntaxError {
             message,
             line,
@@ -317,16 +349,42 @@ mod tests {
 
     #[test]
     fn ok_frame_carries_the_value() {
-        let outcome = parse_frame(br#"{"status":"ok","result":{"a":[1,2.5,null]}}"#).unwrap();
-        assert!(matches!(outcome, Outcome::Success(v) if v["a"][1] == 2.5));
+        let outcome = parse_frame(
+            br#"{"status":"ok","result":{"a":[1,2.5,null]}}"#,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(outcome, Outcome::Success { result, files } if result["a"][1] == 2.5 && files.is_empty())
+        );
     }
 
     #[test]
     fn two_frames_or_extra_fields_are_not_a_result() {
-        assert!(parse_frame(br#"{"status":"ok","result":1}{"status":"ok","result":2}"#).is_none());
-        assert!(parse_frame(br#"{"status":"ok","result":1,"stdout":"x"}"#).is_none());
-        assert!(parse_frame(br#"{"status":"ok","result":NaN}"#).is_none());
-        assert!(parse_frame(b"").is_none());
+        let parse = |bytes: &[u8]| parse_frame(bytes, &Limits::default());
+        assert!(parse(br#"{"status":"ok","result":1}{"status":"ok","result":2}"#).is_none());
+        assert!(parse(br#"{"status":"ok","result":1,"stdout":"x"}"#).is_none());
+        assert!(parse(br#"{"status":"ok","result":NaN}"#).is_none());
+        assert!(
+            parse(br#"{"status":"ok","result":1,"files":[{"path":"/etc/x","content":""}]}"#)
+                .is_none()
+        );
+        assert!(parse(b"").is_none());
+    }
+
+    #[test]
+    fn output_files_come_back_checked_and_over_the_limit_are_a_problem() {
+        let frame = br#"{"status":"ok","result":null,"files":[{"path":"a.csv","content":"eA=="}]}"#;
+        let outcome = parse_frame(frame, &Limits::default()).unwrap();
+        assert!(matches!(&outcome, Outcome::Success { files, .. } if files[0].size == 1));
+        let tight = Limits {
+            output_file_bytes: 0,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_frame(frame, &tight),
+            Some(Outcome::OutputTooLarge(_))
+        ));
     }
 
     #[test]
@@ -336,6 +394,6 @@ mod tests {
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        assert!(parse_frame(deep.as_bytes()).is_none());
+        assert!(parse_frame(deep.as_bytes(), &Limits::default()).is_none());
     }
 }

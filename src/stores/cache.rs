@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::sandbox::Job;
 use crate::tenants::Tenant;
 
 pub type CacheKey = [u8; 32];
@@ -120,18 +121,30 @@ impl ResultCache {
     }
 }
 
-/// The cache key of a request.
-pub fn key(tenant: &Tenant, runtime: &str, script: &str, args: &Map<String, Value>) -> CacheKey {
+/// The cache key of a request: its script, arguments and input files (each
+/// path and content, in the request's order, which is the order they are
+/// written in).
+pub fn key(tenant: &Tenant, runtime: &str, job: &Job) -> CacheKey {
     let mut hasher = Sha256::new();
+    let args = canonical_json(&Value::Object(job.args.clone()));
+    let file_count = (job.files.len() as u64).to_be_bytes();
     // Length-prefixed parts: no two different inputs share a byte stream.
-    for part in [
-        b"pyexec-cache-v1".as_slice(),
+    let parts = [
+        b"pyexec-cache-v2".as_slice(),
         tenant.name.as_bytes(),
         tenant.revision.as_bytes(),
         runtime.as_bytes(),
-        script.as_bytes(),
-        canonical_json(&Value::Object(args.clone())).as_bytes(),
-    ] {
+        job.script.as_bytes(),
+        args.as_bytes(),
+        file_count.as_slice(),
+    ]
+    .into_iter()
+    .chain(
+        job.files
+            .iter()
+            .flat_map(|file| [file.path.as_bytes(), file.content.as_bytes()]),
+    );
+    for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
@@ -162,65 +175,63 @@ pub fn canonical_json(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::files::RunFile;
     use serde_json::json;
 
-    fn args(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn job(script: &str, args: Value, files: &[(&str, &str)]) -> Job {
+        Job {
+            script: script.into(),
+            args: args.as_object().unwrap().clone(),
+            files: files
+                .iter()
+                .map(|(path, content)| RunFile {
+                    path: path.to_string(),
+                    content: content.to_string(),
+                })
+                .collect(),
+        }
     }
 
     #[test]
-    fn the_key_depends_on_tenant_revision_runtime_script_and_args_but_not_key_order() {
+    fn the_key_depends_on_tenant_revision_runtime_script_args_and_files_but_not_key_order() {
         let a = Tenant::bootstrap();
-        let base = key(
-            &a,
-            "3.11.2",
-            "s",
-            &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
-        );
+        let args = || json!({"x": 1, "y": {"b": 1, "a": 2}});
+        let base = key(&a, "3.11.2", &job("s", args(), &[]));
         let same = key(
             &a,
             "3.11.2",
-            "s",
-            &args(json!({"y": {"a": 2, "b": 1}, "x": 1})),
+            &job("s", json!({"y": {"a": 2, "b": 1}, "x": 1}), &[]),
         );
         assert_eq!(base, same);
+        let with_file = key(&a, "3.11.2", &job("s", args(), &[("d.csv", "YQ==")]));
         let mut b = Tenant::bootstrap();
         b.name = "other".into();
         let mut revised = Tenant::bootstrap();
         revised.revision = "abc".into();
         for other in [
-            key(
-                &b,
-                "3.11.2",
-                "s",
-                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
-            ),
-            key(
-                &revised,
-                "3.11.2",
-                "s",
-                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
-            ),
-            key(
-                &a,
-                "3.12.0",
-                "s",
-                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
-            ),
+            key(&b, "3.11.2", &job("s", args(), &[])),
+            key(&revised, "3.11.2", &job("s", args(), &[])),
+            key(&a, "3.12.0", &job("s", args(), &[])),
+            key(&a, "3.11.2", &job("t", args(), &[])),
             key(
                 &a,
                 "3.11.2",
-                "t",
-                &args(json!({"x": 1, "y": {"b": 1, "a": 2}})),
+                &job("s", json!({"x": 2, "y": {"b": 1, "a": 2}}), &[]),
             ),
+            with_file,
+            key(&a, "3.11.2", &job("s", args(), &[("d.csv", "Yg==")])),
+            key(&a, "3.11.2", &job("s", args(), &[("e.csv", "YQ==")])),
             key(
                 &a,
                 "3.11.2",
-                "s",
-                &args(json!({"x": 2, "y": {"b": 1, "a": 2}})),
+                &job("s", args(), &[("d.csv", "YQ=="), ("e.csv", "")]),
             ),
         ] {
             assert_ne!(base, other);
         }
+        assert_ne!(
+            with_file,
+            key(&a, "3.11.2", &job("s", args(), &[("d.csv", "Yg==")]))
+        );
     }
 }

@@ -29,7 +29,7 @@ pub struct Tenant {
     /// learns the tenant is switched off rather than that its key is wrong.
     pub disabled: bool,
     pub sandbox: SandboxPolicy,
-    pub max_script_bytes: usize,
+    pub request: RequestLimits,
     /// Content hash of the policy file (`builtin` for the bootstrap tenant);
     /// part of every cache key.
     pub revision: String,
@@ -55,7 +55,7 @@ impl Tenant {
                 },
                 ..SandboxPolicy::default()
             },
-            max_script_bytes: crate::defaults::MAX_SCRIPT_BYTES,
+            request: RequestLimits::default(),
             revision: "builtin".into(),
             source: "built-in".into(),
             api_key_hashes: Vec::new(),
@@ -67,6 +67,25 @@ impl Tenant {
                 enabled: false,
                 ttl: policy::DEFAULT_CACHE_TTL,
             },
+        }
+    }
+}
+
+/// What one request may bring: checked by the gateway before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_script_bytes: usize,
+    /// Input files (`files`) at most, and their decoded bytes together.
+    pub max_input_files: usize,
+    pub max_input_bytes: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_script_bytes: crate::defaults::MAX_SCRIPT_BYTES,
+            max_input_files: 64,
+            max_input_bytes: 8 * crate::sandbox::MIB,
         }
     }
 }

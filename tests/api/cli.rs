@@ -261,3 +261,47 @@ fn serve_listens_on_host_names_and_names_an_address_in_use() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("expected HOST:PORT"), "{stderr}");
 }
+
+#[test]
+fn run_takes_input_files_and_writes_the_returned_files_into_out() {
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("sales.csv");
+    std::fs::write(&csv, "amount\n10\n32\n").unwrap();
+    let out = data.path().join("results");
+    let (code, json, stderr) = pyexec_run(
+        r#"
+import os
+import pandas as pd
+
+def main():
+    total = int(pd.read_csv("sales.csv").amount.sum()) + int(pd.read_csv("in/again.csv").amount.sum())
+    os.makedirs("/tmp/out/nested", exist_ok=True)
+    open("/tmp/out/nested/total.txt", "w").write(str(total))
+    open("/tmp/out/raw.bin", "wb").write(bytes([0, 255, 10]))
+    return total
+"#,
+        &[
+            "--file",
+            csv.to_str().unwrap(),
+            "--file",
+            &format!("{}=in/again.csv", csv.display()),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json["result"], 84);
+    assert_eq!(
+        std::fs::read_to_string(out.join("nested/total.txt")).unwrap(),
+        "84"
+    );
+    assert_eq!(std::fs::read(out.join("raw.bin")).unwrap(), [0, 255, 10]);
+
+    // A path the API refuses is refused here the same way, before any run.
+    let (code, json, _) = pyexec_run(
+        "def main():\n    return 1",
+        &["--file", &format!("{}=../escape.csv", csv.display())],
+    );
+    assert_eq!(code, 2);
+    assert!(json["type"].as_str().unwrap().ends_with("invalid-request"));
+}

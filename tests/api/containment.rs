@@ -134,13 +134,14 @@ def main():
 
 #[tokio::test]
 async fn tmp_is_not_shared_between_two_runs() {
-    let write = "def main():\n    open('/tmp/left-behind', 'w').write('secret')\n    import os\n    return os.listdir('/tmp')";
+    // A run's /tmp starts with only the empty folder of output files.
+    let write = "def main():\n    open('/tmp/left-behind', 'w').write('secret')\n    import os\n    return sorted(os.listdir('/tmp'))";
     assert_eq!(
         server().run(write).await.assert_ok(),
-        &json!(["left-behind"])
+        &json!(["left-behind", "out"])
     );
-    let read = "import os\ndef main():\n    return os.listdir('/tmp')";
-    assert_eq!(server().run(read).await.assert_ok(), &json!([]));
+    let read = "import os\ndef main():\n    return os.listdir('/tmp'), os.listdir('/tmp/out')";
+    assert_eq!(server().run(read).await.assert_ok(), &json!([["out"], []]));
 }
 
 #[tokio::test]

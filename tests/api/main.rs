@@ -22,6 +22,7 @@ mod cli;
 mod containment;
 mod deploy_files;
 mod execute_api;
+mod files;
 mod hostile_http;
 mod multiprocessing;
 mod openapi;

@@ -315,9 +315,11 @@ fn the_document_passes_its_validator_and_schemathesis_against_a_real_server() {
         .expect("curl");
     let file = policies.path().join("openapi.json");
     std::fs::write(&file, &document.stdout).unwrap();
+    let hooks = crate::common::repo_path("tests/schemathesis/hooks.py");
     let run = |tool: &str, args: &[&str]| {
         let output = std::process::Command::new(tools.join(tool))
             .args(args)
+            .env("SCHEMATHESIS_HOOKS", &hooks)
             .output()
             .unwrap_or_else(|e| {
                 panic!("{tool}: {e} (bash scripts/setup.sh --for-tests installs it)")

@@ -33,7 +33,7 @@ fn check(body: &[u8]) -> Result<(), TestCaseError> {
     match ExecuteRequest::parse(body, &tenant) {
         Ok(request) => {
             prop_assert!(!request.script.trim().is_empty());
-            prop_assert!(request.script.len() <= tenant.max_script_bytes);
+            prop_assert!(request.script.len() <= tenant.request.max_script_bytes);
             prop_assert!(!request.script.contains('\0'));
             prop_assert!(request.args.keys().all(|k| is_identifier(k)));
             let max = tenant.sandbox.limits.wall_timeout.as_millis() as u64;

@@ -104,7 +104,7 @@ impl WarmPool {
         ));
         let mut result = tokio::spawn(read_capped(
             pipe_reader(result_read).map_err(io_error)?,
-            limits.result_bytes,
+            limits.result_channel_bytes(),
         ));
 
         // The runner is pid 1 of its own pid namespace: its pidfd turns
@@ -118,7 +118,7 @@ impl WarmPool {
             }
         };
         // Only now, inside its cgroup, does the runner get the script.
-        let payload = serde_json::to_vec(job).expect("a job always serializes");
+        let payload = job.stdin_payload(limits);
         crate::telemetry::request::record_phase("handover", handing_over.elapsed());
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.wall_timeout;
@@ -152,7 +152,7 @@ impl WarmPool {
             }
         };
         let reported = match reported {
-            Some(result) if parse_frame(&result.bytes).is_some() => {
+            Some(result) if parse_frame(&result.bytes, limits).is_some() => {
                 let duration = started.elapsed();
                 runner_exit.kill();
                 run_cgroup.kill_now();

@@ -232,7 +232,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
         )?,
         on_failure,
     };
-    let (sandbox, max_script_bytes) = sandbox_policy(spec.sandbox, &name, ctx)?;
+    let (sandbox, request) = sandbox_policy(spec.sandbox, &name, ctx)?;
     let ttl = match spec.cache.ttl_seconds {
         None => DEFAULT_CACHE_TTL,
         Some(s @ 1..=604_800) => Duration::from_secs(s),
@@ -246,7 +246,7 @@ pub fn parse(text: &[u8], file: &str, base: &Path, ctx: &LoadContext) -> Result<
         name,
         disabled: spec.disabled,
         sandbox,
-        max_script_bytes,
+        request,
         revision: revision_of(text),
         source: file.to_string(),
         api_key_hashes,
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(tenant.sandbox.limits.memory_bytes, 64 * MIB);
         assert_eq!(tenant.sandbox.limits.wall_timeout, Duration::from_secs(2));
         assert_eq!(tenant.sandbox.limits.tmpfs_bytes, 4 * MIB);
-        assert_eq!(tenant.max_script_bytes, 2048);
+        assert_eq!(tenant.request.max_script_bytes, 2048);
         assert_eq!(tenant.sandbox.share.group, "acme");
         assert_eq!(tenant.sandbox.share.max_concurrent_runs, Some(3));
         assert_eq!(tenant.rate_limit.unwrap().burst, 10);

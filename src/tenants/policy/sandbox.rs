@@ -7,13 +7,15 @@ use std::time::Duration;
 use super::schema::SandboxSpec;
 use super::{DEFAULT_MAX_SCRIPT_BYTES, LoadContext};
 use crate::sandbox::{Limits, MIB, RunShare, SandboxPolicy};
+use crate::tenants::RequestLimits;
 
 pub(super) fn sandbox_policy(
     spec: SandboxSpec,
     tenant: &str,
     ctx: &LoadContext,
-) -> Result<(SandboxPolicy, usize), String> {
+) -> Result<(SandboxPolicy, RequestLimits), String> {
     let defaults = Limits::default();
+    let request_defaults = RequestLimits::default();
     let range = |value: Option<u64>, field: &str, min: u64, max: u64, default: u64| match value {
         None => Ok(default),
         Some(v) if (min..=max).contains(&v) => Ok(v),
@@ -75,14 +77,55 @@ pub(super) fn sandbox_policy(
             64 * MIB,
             defaults.result_bytes,
         )?,
+        output_files: range(
+            spec.max_output_files,
+            "maxOutputFiles",
+            0,
+            10_000,
+            defaults.output_files,
+        )?,
+        output_file_bytes: range(
+            spec.max_output_file_bytes,
+            "maxOutputFileBytes",
+            0,
+            256 * MIB,
+            defaults.output_file_bytes,
+        )?,
     };
-    let max_script_bytes = range(
-        spec.max_script_bytes,
-        "maxScriptBytes",
-        64,
-        MIB,
-        DEFAULT_MAX_SCRIPT_BYTES,
-    )? as usize;
+    let request = RequestLimits {
+        max_script_bytes: range(
+            spec.max_script_bytes,
+            "maxScriptBytes",
+            64,
+            MIB,
+            DEFAULT_MAX_SCRIPT_BYTES,
+        )? as usize,
+        max_input_files: range(
+            spec.max_input_files,
+            "maxInputFiles",
+            0,
+            10_000,
+            request_defaults.max_input_files as u64,
+        )? as usize,
+        max_input_bytes: range(
+            spec.max_input_bytes,
+            "maxInputBytes",
+            0,
+            256 * MIB,
+            // A small /tmp shrinks the default allowance rather than
+            // making every policy that narrows tmpfsMiB spell it out.
+            request_defaults.max_input_bytes.min(limits.tmpfs_bytes),
+        )?,
+    };
+    // The input files are written to the run's /tmp: a limit that /tmp
+    // cannot hold would turn an accepted request into a failed run.
+    if request.max_input_bytes > limits.tmpfs_bytes {
+        return Err(format!(
+            "spec.sandbox.maxInputBytes: {} is more than the run's /tmp holds (tmpfsMiB: {})",
+            request.max_input_bytes,
+            limits.tmpfs_bytes / MIB
+        ));
+    }
     let max_concurrent_runs = spec
         .max_concurrent_runs
         .map(|n| range(Some(n), "maxConcurrentRuns", 1, 4096, 1).map(|n| n as usize))
@@ -101,7 +144,7 @@ pub(super) fn sandbox_policy(
                 max_concurrent_runs,
             },
         },
-        max_script_bytes,
+        request,
     ))
 }
 

@@ -115,6 +115,10 @@ pub(super) struct SandboxSpec {
     pub(super) max_result_bytes: Option<u64>,
     #[serde(rename = "tmpfsMiB")]
     pub(super) tmpfs_mib: Option<u64>,
+    pub(super) max_input_files: Option<u64>,
+    pub(super) max_input_bytes: Option<u64>,
+    pub(super) max_output_files: Option<u64>,
+    pub(super) max_output_file_bytes: Option<u64>,
     #[serde(rename = "shmMiB")]
     pub(super) shm_mib: Option<u64>,
     #[serde(rename = "fileSizeMiB")]
