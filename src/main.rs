@@ -9,6 +9,7 @@ use pyexec::config::{SandboxArgs, ServeArgs};
 use pyexec::defaults;
 use pyexec::gateway::{Application, success_body};
 use pyexec::sandbox::{Sandbox, privileges};
+use pyexec::stores::quota::utc_date;
 use pyexec::telemetry::{self, LogFormat, TelemetryOptions};
 use pyexec::tenants::policy::{self, LoadContext};
 use pyexec::tenants::{Tenant, generate_api_key, hash_api_key};
@@ -414,21 +415,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `YYYY-MM-DD` (UTC) of a Unix time, by Howard Hinnant's days-to-civil
-/// algorithm; a date crate for one line of output is not worth it.
-fn utc_date(unix_secs: u64) -> String {
-    let z = (unix_secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 /// `90`, `90s`, `15m`, `1h` or `7d`.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -460,10 +446,7 @@ fn print_problem(body: &pyexec::gateway::Problem, code: u8) -> ExitCode {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn utc_dates_and_ttls_parse_as_documented() {
-        assert_eq!(super::utc_date(0), "1970-01-01");
-        assert_eq!(super::utc_date(951_782_400), "2000-02-29");
-        assert_eq!(super::utc_date(1_795_748_587), "2026-11-27");
+    fn ttls_parse_as_documented() {
         assert_eq!(
             super::parse_ttl("1h"),
             Ok(std::time::Duration::from_secs(3600))

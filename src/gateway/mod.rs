@@ -4,6 +4,7 @@ mod auth;
 mod bodies;
 mod cache_control;
 pub mod connection;
+mod discovery;
 pub mod error;
 mod execute;
 mod health;
@@ -250,6 +251,8 @@ async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(execute::execute))
+        .routes(routes!(discovery::runtime))
+        .routes(routes!(discovery::usage))
         .routes(routes!(health::health))
         .routes(routes!(health::livez))
         .routes(routes!(health::readyz))

@@ -38,6 +38,7 @@ Errors are RFC 9457 `application/problem+json`.",
     components(schemas(ExecuteRequest, ExecuteResult, Problem, HealthBody, StatusBody)),
     modifiers(&BearerAuth),
     tags((name = "execute", description = "Run a script"),
+         (name = "discovery", description = "The caller's runtime, limits and quota use"),
          (name = "operations", description = "Health, probes and this document (metrics are on the operator listener)"))
 )]
 pub struct ApiDoc;

@@ -156,6 +156,9 @@ impl SelfTest {
 pub struct SandboxStatus {
     pub nsjail: bool,
     pub python: Option<String>,
+    /// The distributions the jail's Python has, (name, version) sorted by
+    /// name, as the self-test found them inside the jail.
+    pub packages: Vec<(String, String)>,
     pub cgroup: Option<&'static str>,
     /// What the self-test's script found; `None` until it has run.
     pub temp_writable: Option<bool>,
@@ -192,10 +195,14 @@ const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
 const SELF_TEST_SCRIPT: &str = r#"
 def main():
     import os, platform
+    from importlib import metadata
     with open("/tmp/.pyexec-self-test", "w") as f:
         f.write("ok")
+    packages = sorted({(d.metadata["Name"], d.version) for d in metadata.distributions()
+                       if d.metadata["Name"]})
     return {"python": platform.python_version(), "uid": os.getuid(),
-            "tmp_writable": os.path.exists("/tmp/.pyexec-self-test")}
+            "tmp_writable": os.path.exists("/tmp/.pyexec-self-test"),
+            "packages": packages}
 "#;
 
 impl Sandbox {
@@ -247,6 +254,7 @@ impl Sandbox {
         let status = SandboxStatus {
             nsjail: config.nsjail_bin.is_file(),
             python: None,
+            packages: Vec::new(),
             cgroup: cgroups.as_ref().map(|c| c.version().label()),
             temp_writable: None,
             self_test: SelfTest::Pending,
@@ -295,6 +303,17 @@ impl Sandbox {
         self.status.read().python.clone()
     }
 
+    /// The jail's installed distributions, (name, version), once the
+    /// self-test has listed them.
+    pub fn installed_packages(&self) -> Vec<(String, String)> {
+        self.status.read().packages.clone()
+    }
+
+    /// The modules every warm interpreter has imported before a request.
+    pub fn preloaded_modules(&self) -> &[String] {
+        &self.config.warm.preload
+    }
+
     pub fn is_ready(&self) -> bool {
         self.status.read().self_test == SelfTest::Passed
     }
@@ -326,6 +345,8 @@ impl Sandbox {
         match cold {
             Ok(value) => {
                 status.python = value["python"].as_str().map(str::to_string);
+                status.packages =
+                    serde_json::from_value(value["packages"].clone()).unwrap_or_default();
                 status.temp_writable = value["tmp_writable"].as_bool();
                 status.self_test = SelfTest::Passed;
                 tracing::info!(

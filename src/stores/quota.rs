@@ -122,6 +122,21 @@ pub fn utc_day(clock: &WallClock) -> (u64, Duration) {
     (index, midnight.saturating_sub(since_epoch))
 }
 
+/// `YYYY-MM-DD` (UTC) of a Unix time, by Howard Hinnant's days-to-civil
+/// algorithm; a date crate for one line of output is not worth it.
+pub fn utc_date(unix_secs: u64) -> String {
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
 /// Whether one more execution fits in `quota` after `executions` runs and
 /// `cpu` CPU time today; every store decides with this one rule.
 pub fn check_limits(
@@ -196,6 +211,13 @@ impl QuotaStore for InMemoryQuotaStore {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn utc_dates_follow_the_civil_calendar() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_795_748_587), "2026-11-27");
+    }
 
     #[tokio::test]
     async fn limits_hold_until_utc_midnight_then_reset() {

@@ -21,6 +21,7 @@ mod attack_corpus;
 mod cli;
 mod containment;
 mod deploy_files;
+mod discovery;
 mod execute_api;
 mod files;
 mod hostile_http;

@@ -220,6 +220,15 @@ async fn a_quota_spent_on_one_replica_is_exhausted_on_the_other() {
         assert!(r.header("retry-after").is_some());
     }
     assert_eq!(executions_in_redis(&redis, "alpha"), 2);
+    // Each replica reports the same day's use, from Redis.
+    for server in [&a, &b] {
+        let usage = server.get("/usage", Some(ALPHA_KEY)).await;
+        assert_eq!(usage.status, 200, "{}", usage.body);
+        assert_eq!(
+            usage.body["executions"],
+            json!({"used": 2, "limit": 2, "remaining": 0})
+        );
+    }
 }
 
 #[tokio::test]

@@ -140,6 +140,15 @@ impl TestServer {
         Response::read(request.send().await.expect("request is answered")).await
     }
 
+    /// `GET path` on the public port, with a bearer token when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Response::read(request.send().await.expect("request is answered")).await
+    }
+
     pub async fn health(&self) -> Value {
         let response = self.client.get(self.url("/health")).send().await.unwrap();
         response.json().await.unwrap()
