@@ -180,6 +180,7 @@ async fn gateway(
         operator_listen: "127.0.0.1:0".parse()?,
         connections: Default::default(),
         max_body_bytes: 1 << 20,
+        large_body_buffer_bytes: 256 << 20,
         read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
         bootstrap_api_key: None,

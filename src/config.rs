@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes; larger ones get 413 before they are read.
     #[arg(long, env = "PYEXEC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Bytes of request bodies larger than --max-body-bytes (those that carry
+    /// input files) read and held at once, over all tenants; a body that
+    /// finds no room gets 503.
+    #[arg(long, env = "PYEXEC_LARGE_BODY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub large_body_buffer_bytes: usize,
     /// How long a client has to send its request headers, and again its body,
     /// in milliseconds; a slower one is cut off (the body with 408).
     #[arg(long, env = "PYEXEC_READ_TIMEOUT_MS", default_value_t = 10_000)]
@@ -143,6 +148,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("write_timeout_ms", &self.write_timeout_ms)
             .field("response_buffer_bytes", &self.response_buffer_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("large_body_buffer_bytes", &self.large_body_buffer_bytes)
             .field("policies", &self.policies)
             .field("cache_bytes", &self.cache_bytes)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
@@ -209,6 +215,7 @@ impl ServeArgs {
             operator_listen: args.metrics_listen,
             connections,
             max_body_bytes: args.max_body_bytes,
+            large_body_buffer_bytes: args.large_body_buffer_bytes,
             read_timeout: Duration::from_millis(args.read_timeout_ms.max(1)),
             sandbox,
             bootstrap_api_key: std::env::var("PYEXEC_API_KEY")

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, Span};
 
 use super::AppState;
@@ -130,9 +131,12 @@ async fn run_request(
 ) -> Result<Response, ApiError> {
     let validate = spans::validate();
     let started = Instant::now();
+    // Held until the answer: the body's bytes live on in the job.
+    let mut _large_body_room = None;
     let request = async {
         require_json(headers)?;
         let limit = BodyLimit::of(state.max_body_bytes, tenant);
+        _large_body_room = reserve_large_body(state, headers, &limit)?;
         let body = read_body(body, headers, &limit, state.read_timeout).await?;
         Span::current().record("http.request.body.size", body.len() as i64);
         ExecuteRequest::parse(&body, tenant)
@@ -385,6 +389,36 @@ impl BodyLimit {
             self.input_files
         ))
     }
+}
+
+/// Room in the server's budget of large bodies (those over
+/// `--max-body-bytes`, which only input files make), taken before such a
+/// body is read: every tenant's uploads together cannot take the gateway's
+/// memory from the others. A body without a declared length may be as
+/// large as its limit, so it takes that much room.
+fn reserve_large_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    limit: &BodyLimit,
+) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let may_be = declared.map_or(limit.total() as u64, |len| len.min(limit.total() as u64));
+    if may_be <= state.max_body_bytes as u64 {
+        return Ok(None);
+    }
+    let kib = u32::try_from(may_be.div_ceil(1024)).unwrap_or(u32::MAX);
+    state
+        .large_bodies
+        .clone()
+        .try_acquire_many_owned(kib)
+        .map(Some)
+        .map_err(|_| ApiError::Unavailable {
+            detail: "The server holds as many large request bodies as it may at once (--large-body-buffer-bytes); retry shortly.".into(),
+            retry_after_secs: 1,
+        })
 }
 
 /// Reads at most `limit` bytes: a declared length over it is refused before

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub operator_listen: SocketAddr,
     pub connections: ConnectionLimits,
     pub max_body_bytes: usize,
+    /// Bytes of bodies over `max_body_bytes` (those with input files) read
+    /// and held at once, over all tenants.
+    pub large_body_buffer_bytes: usize,
     /// Deadline for a request's headers, and again for its body.
     pub read_timeout: Duration,
     pub sandbox: SandboxConfig,
@@ -86,6 +89,8 @@ pub struct AppState {
     /// For `/health`: whether Redis answers, and what happened while not.
     pub redis: Option<Arc<RedisBackend>>,
     pub max_body_bytes: usize,
+    /// Room, in KiB, for bodies over `max_body_bytes` held at once.
+    pub large_bodies: Arc<tokio::sync::Semaphore>,
     /// How long a client has to send its request headers, and again its body.
     pub read_timeout: Duration,
     pub draining: Arc<AtomicBool>,
@@ -151,6 +156,9 @@ impl Application {
             redis,
             cache: ResultCache::new(config.cache_bytes),
             max_body_bytes: config.max_body_bytes,
+            large_bodies: Arc::new(tokio::sync::Semaphore::new(
+                config.large_body_buffer_bytes.div_ceil(1024),
+            )),
             read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),
         };

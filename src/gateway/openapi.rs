@@ -72,7 +72,7 @@ const EXECUTE_PROBLEMS: &[(u16, &str)] = &[
     ),
     (
         503,
-        "The sandbox is not ready, or every slot and the queue are busy (`Retry-After`).",
+        "The sandbox is not ready, every slot and the queue are busy, or a body with input files finds no room in the server's budget of large bodies (`Retry-After`).",
     ),
     (500, "A bug of ours; nothing about the host is said."),
 ];

@@ -310,3 +310,49 @@ def main():
         vec![("copy.txt".to_string(), 5, b"BRAVO".to_vec())]
     );
 }
+
+#[tokio::test]
+async fn large_uploads_share_a_budget_that_one_tenant_cannot_take_from_small_requests() {
+    use tokio::io::AsyncWriteExt;
+    let dir = PolicyDir::new();
+    dir.write("uploader", &tenant_yaml("uploader", "uploader-key", ""));
+    dir.write("neighbour", &tenant_yaml("neighbour", "neighbour-key", ""));
+    let mut config = policy_server_config(dir.path());
+    config.large_body_buffer_bytes = 3 << 20;
+    let server = TestServer::start(config, true);
+    let script = "import os\ndef main():\n    return os.path.getsize('big.bin')";
+
+    // An upload of 2.5 MiB declared and not yet sent holds its room.
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut held = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = "POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer uploader-key\r\nContent-Type: application/json\r\nContent-Length: 2621440\r\n\r\n{";
+    held.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Another large upload finds no room: 503, nothing read or run.
+    let big = json!({"script": script, "files": [file("big.bin", &vec![1; 1 << 20])]});
+    let r = server.execute_with_key(big.clone(), "neighbour-key").await;
+    r.assert_problem(503, "unavailable");
+    assert!(r.header("retry-after").is_some());
+    // A request of ordinary size is served as ever.
+    let small = json!({"script": script, "files": [file("big.bin", b"12345")]});
+    let r = server.execute_with_key(small, "neighbour-key").await;
+    assert_eq!(r.assert_ok(), &json!(5));
+
+    // Once the held upload is gone its room is given back.
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = server.execute_with_key(big.clone(), "neighbour-key").await;
+        if r.status == 200 {
+            assert_eq!(r.assert_ok(), &json!(1 << 20));
+            break;
+        }
+        r.assert_problem(503, "unavailable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

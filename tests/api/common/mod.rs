@@ -58,6 +58,7 @@ pub fn server_config() -> ServerConfig {
         operator_listen: "127.0.0.1:0".parse().unwrap(),
         connections: Default::default(),
         max_body_bytes: 1024 * 1024,
+        large_body_buffer_bytes: 256 << 20,
         read_timeout: Duration::from_secs(10),
         sandbox: sandbox_config(),
         bootstrap_api_key: Some(API_KEY.to_string()),
