@@ -23,6 +23,7 @@ shape: a frame is at most what the script itself could have returned.
 
 import ast
 import binascii
+import errno
 import json
 import json.encoder
 import os
@@ -52,6 +53,7 @@ _getpid = os.getpid
 _exit = os._exit
 _close = os.close
 _open = os.open
+_ELOOP = errno.ELOOP
 _dup2 = os.dup2
 _sched_setscheduler = os.sched_setscheduler
 _scandir = os.scandir
@@ -174,8 +176,14 @@ def collect_output_files(max_files, max_bytes):
     for name, path in _output_paths(max_files):
         try:
             fd = _open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            continue  # gone, or replaced by a symlink, since it was listed
+        except FileNotFoundError:
+            continue  # gone since it was listed
+        except OSError as error:
+            if error.errno == _ELOOP:
+                continue  # replaced by a symlink since it was listed
+            # A file the script made unreadable: an error its author sees,
+            # never a file silently left out.
+            raise
         try:
             if not _S_ISREG(_fstat(fd).st_mode):
                 continue

@@ -108,8 +108,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PYEXEC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Bytes of request bodies larger than --max-body-bytes (those that carry
-    /// input files) read and held at once, over all tenants; a body that
-    /// finds no room gets 503.
+    /// input files) read and held at once, over all tenants (one tenant at
+    /// most half); a body that finds no room gets 503.
     #[arg(long, env = "PYEXEC_LARGE_BODY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub large_body_buffer_bytes: usize,
     /// How long a client has to send its request headers, and again its body,

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{Instrument, Span};
 
 use super::AppState;
@@ -19,6 +18,7 @@ use super::auth::Authenticated;
 use super::bodies::{ExecuteRequest, success_body};
 use super::cache_control::{CacheAnswer, RequestDirectives};
 use super::error::ApiError;
+use super::large_bodies::Room;
 use super::ratelimit_headers;
 use crate::sandbox::{Job, SandboxError, SandboxPolicy};
 use crate::stores::StoreUnavailable;
@@ -136,7 +136,7 @@ async fn run_request(
     let request = async {
         require_json(headers)?;
         let limit = BodyLimit::of(state.max_body_bytes, tenant);
-        _large_body_room = reserve_large_body(state, headers, &limit)?;
+        _large_body_room = reserve_large_body(state, tenant, headers, &limit)?;
         let body = read_body(body, headers, &limit, state.read_timeout).await?;
         Span::current().record("http.request.body.size", body.len() as i64);
         ExecuteRequest::parse(&body, tenant)
@@ -393,14 +393,14 @@ impl BodyLimit {
 
 /// Room in the server's budget of large bodies (those over
 /// `--max-body-bytes`, which only input files make), taken before such a
-/// body is read: every tenant's uploads together cannot take the gateway's
-/// memory from the others. A body without a declared length may be as
-/// large as its limit, so it takes that much room.
+/// body is read. A body without a declared length may be as large as its
+/// limit, so it takes that much room.
 fn reserve_large_body(
     state: &AppState,
+    tenant: &Tenant,
     headers: &HeaderMap,
     limit: &BodyLimit,
-) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+) -> Result<Option<Room>, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -409,14 +409,12 @@ fn reserve_large_body(
     if may_be <= state.max_body_bytes as u64 {
         return Ok(None);
     }
-    let kib = u32::try_from(may_be.div_ceil(1024)).unwrap_or(u32::MAX);
     state
         .large_bodies
-        .clone()
-        .try_acquire_many_owned(kib)
+        .try_reserve(&tenant.name, may_be)
         .map(Some)
-        .map_err(|_| ApiError::Unavailable {
-            detail: "The server holds as many large request bodies as it may at once (--large-body-buffer-bytes); retry shortly.".into(),
+        .ok_or_else(|| ApiError::Unavailable {
+            detail: "The server holds as many large request bodies as it may at once, for this tenant or in all (--large-body-buffer-bytes); retry shortly.".into(),
             retry_after_secs: 1,
         })
 }

@@ -8,6 +8,7 @@ mod discovery;
 pub mod error;
 mod execute;
 mod health;
+mod large_bodies;
 mod metrics;
 pub mod openapi;
 mod operator;
@@ -89,8 +90,8 @@ pub struct AppState {
     /// For `/health`: whether Redis answers, and what happened while not.
     pub redis: Option<Arc<RedisBackend>>,
     pub max_body_bytes: usize,
-    /// Room, in KiB, for bodies over `max_body_bytes` held at once.
-    pub large_bodies: Arc<tokio::sync::Semaphore>,
+    /// Room for bodies over `max_body_bytes` held at once.
+    pub large_bodies: Arc<large_bodies::LargeBodies>,
     /// How long a client has to send its request headers, and again its body.
     pub read_timeout: Duration,
     pub draining: Arc<AtomicBool>,
@@ -156,8 +157,8 @@ impl Application {
             redis,
             cache: ResultCache::new(config.cache_bytes),
             max_body_bytes: config.max_body_bytes,
-            large_bodies: Arc::new(tokio::sync::Semaphore::new(
-                config.large_body_buffer_bytes.div_ceil(1024),
+            large_bodies: Arc::new(large_bodies::LargeBodies::new(
+                config.large_body_buffer_bytes,
             )),
             read_timeout: config.read_timeout,
             draining: Arc::new(AtomicBool::new(false)),

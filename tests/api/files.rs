@@ -238,6 +238,15 @@ def main():
 }
 
 #[tokio::test]
+async fn an_output_file_the_script_made_unreadable_is_an_error_not_a_silent_gap() {
+    let script = "import os\ndef main():\n    open('/tmp/out/a', 'w').write('x')\n    os.chmod('/tmp/out/a', 0)\n    return 1";
+    let r = server().run(script).await;
+    r.assert_problem(422, "runtime-error");
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.contains("/tmp/out"), "{detail}");
+}
+
+#[tokio::test]
 async fn one_runs_files_are_absent_from_the_next() {
     let script = r#"
 import os
@@ -312,38 +321,41 @@ def main():
 }
 
 #[tokio::test]
-async fn large_uploads_share_a_budget_that_one_tenant_cannot_take_from_small_requests() {
+async fn one_tenants_large_uploads_hold_at_most_half_the_budget() {
     use tokio::io::AsyncWriteExt;
     let dir = PolicyDir::new();
     dir.write("uploader", &tenant_yaml("uploader", "uploader-key", ""));
     dir.write("neighbour", &tenant_yaml("neighbour", "neighbour-key", ""));
     let mut config = policy_server_config(dir.path());
-    config.large_body_buffer_bytes = 3 << 20;
+    config.large_body_buffer_bytes = 4 << 20;
     let server = TestServer::start(config, true);
     let script = "import os\ndef main():\n    return os.path.getsize('big.bin')";
+    let big = json!({"script": script, "files": [file("big.bin", &vec![1; 1 << 20])]});
 
-    // An upload of 2.5 MiB declared and not yet sent holds its room.
+    // The uploader declares a 2.5 MiB body and sends nothing: it holds its
+    // whole share (half the budget) until the read timeout.
     let address = server.base.trim_start_matches("http://").to_string();
     let mut held = tokio::net::TcpStream::connect(&address).await.unwrap();
     let head = "POST /execute HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer uploader-key\r\nContent-Type: application/json\r\nContent-Length: 2621440\r\n\r\n{";
     held.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
-    // Another large upload finds no room: 503, nothing read or run.
-    let big = json!({"script": script, "files": [file("big.bin", &vec![1; 1 << 20])]});
-    let r = server.execute_with_key(big.clone(), "neighbour-key").await;
+    // Its next large upload finds no room: 503, nothing read or run.
+    let r = server.execute_with_key(big.clone(), "uploader-key").await;
     r.assert_problem(503, "unavailable");
     assert!(r.header("retry-after").is_some());
-    // A request of ordinary size is served as ever.
+    // Another tenant's large upload, and its ordinary request, are served.
+    let r = server.execute_with_key(big.clone(), "neighbour-key").await;
+    assert_eq!(r.assert_ok(), &json!(1 << 20));
     let small = json!({"script": script, "files": [file("big.bin", b"12345")]});
-    let r = server.execute_with_key(small, "neighbour-key").await;
+    let r = server.execute_with_key(small, "uploader-key").await;
     assert_eq!(r.assert_ok(), &json!(5));
 
     // Once the held upload is gone its room is given back.
     drop(held);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let r = server.execute_with_key(big.clone(), "neighbour-key").await;
+        let r = server.execute_with_key(big.clone(), "uploader-key").await;
         if r.status == 200 {
             assert_eq!(r.assert_ok(), &json!(1 << 20));
             break;
