@@ -66,7 +66,7 @@ pub struct InputFile {
 }
 
 /// One file the script left in `/tmp/out`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OutputFileBody {
     /// Relative to `/tmp/out`.
     #[schema(example = "chart.csv")]
@@ -278,18 +278,15 @@ fn check_input_files(list: &mut Value, tenant: &Tenant) -> Result<(), ApiError> 
             )));
         }
         // A file cannot also be a folder of another, nor be given twice.
-        let folders: Vec<String> = path
-            .match_indices('/')
-            .map(|(at, _)| format!("{}/", &path[..at]))
-            .collect();
+        let as_folder = format!("{path}/");
         let clash = !seen.insert(path.clone())
-            || folders
-                .iter()
-                .any(|folder| seen.contains(folder.trim_end_matches('/')))
+            || path
+                .match_indices('/')
+                .any(|(at, _)| seen.contains(&path[..at]))
             || seen
-                .range(format!("{path}/")..)
+                .range(as_folder.clone()..)
                 .next()
-                .is_some_and(|next| next.starts_with(&format!("{path}/")));
+                .is_some_and(|next| next.starts_with(&as_folder));
         if clash {
             return Err(named(
                 "is given twice, or is also the folder of another input file".into(),

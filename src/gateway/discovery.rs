@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Authenticated;
 use super::error::{ApiError, Problem};
+use super::openapi::CredentialProblems;
 use crate::sandbox::{MIB, SandboxMode};
 use crate::stores::quota::{DAY_SECS, utc_date};
 
@@ -114,8 +115,7 @@ pub struct CpuSecondsCounter {
 #[utoipa::path(get, path = "/runtime", tag = "discovery",
     responses(
         (status = 200, description = "The runtime and the caller's limits.", body = RuntimeBody),
-        (status = 401, description = "Missing, malformed, unknown or expired bearer token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Valid credential of a disabled tenant.", body = Problem, content_type = "application/problem+json"),
+        CredentialProblems,
         (status = 503, description = "The sandbox has not yet run its self-test.", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn runtime(
@@ -171,8 +171,7 @@ pub async fn runtime(
 #[utoipa::path(get, path = "/usage", tag = "discovery",
     responses(
         (status = 200, description = "Today's use of the caller's quota.", body = UsageBody),
-        (status = 401, description = "Missing, malformed, unknown or expired bearer token.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Valid credential of a disabled tenant.", body = Problem, content_type = "application/problem+json")),
+        CredentialProblems),
     security(("bearer" = [])))]
 pub async fn usage(
     State(state): State<AppState>,

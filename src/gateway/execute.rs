@@ -136,8 +136,12 @@ async fn run_request(
     let request = async {
         require_json(headers)?;
         let limit = BodyLimit::of(state.max_body_bytes, tenant);
-        _large_body_room = reserve_large_body(state, tenant, headers, &limit)?;
-        let body = read_body(body, headers, &limit, state.read_timeout).await?;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        _large_body_room = reserve_large_body(state, tenant, declared, &limit)?;
+        let body = read_body(body, declared, &limit, state.read_timeout).await?;
         Span::current().record("http.request.body.size", body.len() as i64);
         ExecuteRequest::parse(&body, tenant)
     }
@@ -398,13 +402,9 @@ impl BodyLimit {
 fn reserve_large_body(
     state: &AppState,
     tenant: &Tenant,
-    headers: &HeaderMap,
+    declared: Option<u64>,
     limit: &BodyLimit,
 ) -> Result<Option<Room>, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let may_be = declared.map_or(limit.total() as u64, |len| len.min(limit.total() as u64));
     if may_be <= state.max_body_bytes as u64 {
         return Ok(None);
@@ -419,22 +419,19 @@ fn reserve_large_body(
         })
 }
 
-/// Reads at most `limit` bytes: a declared length over it is refused before
-/// reading, and a chunked body is cut off as soon as it passes it. The whole
+/// Reads at most `limit` bytes: a `declared` length (`Content-Length`) over
+/// it is refused before reading, and a chunked body is cut off as soon as it
+/// passes it. The whole
 /// body must arrive within `deadline`, so a client trickling it cannot hold
 /// the connection open indefinitely.
 async fn read_body(
     body: Body,
-    headers: &HeaderMap,
+    declared: Option<u64>,
     limit: &BodyLimit,
     deadline: Duration,
 ) -> Result<bytes::Bytes, ApiError> {
     let too_large = || limit.exceeded();
     let limit = limit.total();
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }

@@ -195,6 +195,23 @@ impl IntoResponses for ExecuteResponses {
     }
 }
 
+/// The 401 and 403 of a route that takes a credential, as `/execute`
+/// documents them.
+pub struct CredentialProblems;
+
+impl IntoResponses for CredentialProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        EXECUTE_PROBLEMS
+            .iter()
+            .filter(|(status, _)| matches!(status, 401 | 403))
+            .map(|(status, when)| {
+                let response = problem_response(*status, when).build().into();
+                (status.to_string(), response)
+            })
+            .collect()
+    }
+}
+
 /// Every problem kind the API can answer with, for the tests.
 pub fn documented_problem_kinds() -> Vec<&'static str> {
     EXECUTE_PROBLEMS

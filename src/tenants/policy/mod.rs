@@ -26,8 +26,6 @@ use schema::PolicyFile;
 pub const API_VERSION: &str = "pyexec.dev/v1";
 pub const KIND: &str = "Tenant";
 
-/// Default script size limit, the same as the bootstrap tenant's.
-pub const DEFAULT_MAX_SCRIPT_BYTES: u64 = crate::defaults::MAX_SCRIPT_BYTES as u64;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// What reading one file needs besides the file.

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::LoadContext;
 use super::schema::SandboxSpec;
-use super::{DEFAULT_MAX_SCRIPT_BYTES, LoadContext};
 use crate::sandbox::{Limits, MIB, RunShare, SandboxPolicy};
 use crate::tenants::RequestLimits;
 
@@ -98,7 +98,7 @@ pub(super) fn sandbox_policy(
             "maxScriptBytes",
             64,
             MIB,
-            DEFAULT_MAX_SCRIPT_BYTES,
+            request_defaults.max_script_bytes as u64,
         )? as usize,
         max_input_files: range(
             spec.max_input_files,
